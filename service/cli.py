@@ -1,0 +1,220 @@
+"""`disco`: the one command-line entry point (typer). Subcommands import their heavy parts lazily,
+so `disco --help` is instant and the torch-free commands never load torch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="disco",
+    help="DISCO colorization: colorize images, export models, serve them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+class EngineName(StrEnum):
+    torch = "torch"
+
+
+class SizeName(StrEnum):
+    original = "original"
+    model = "model"
+
+
+def _warn(msg: str) -> None:
+    typer.secho(msg, fg=typer.colors.YELLOW, bold=True, err=True)
+
+
+def collect_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given, folders expanded to their image files (recursively, sorted)."""
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            files += sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+            )
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise typer.BadParameter(f"no such file or folder: {p}", param_hint="INPUT")
+    return files
+
+
+def output_stems(files: list[Path]) -> list[str]:
+    """Output names from input stems, made unique when two inputs share a stem."""
+    seen: dict[str, int] = {}
+    stems = []
+    for f in files:
+        n = seen.get(f.stem, 0)
+        seen[f.stem] = n + 1
+        stems.append(f.stem if n == 0 else f"{f.stem}-{n}")
+    return stems
+
+
+def _load_engine(engine: EngineName, checkpoint: Path | None, device: str):
+    from export.torch_engine import TorchEngine
+
+    if checkpoint is None:
+        _warn(
+            "WARNING: no --checkpoint given: using the deterministic seed-0 TEST weights. "
+            "They exercise the code but DO NOT colorize; results are meaningless colours."
+        )
+        return TorchEngine.test_weights(0, device)
+    return TorchEngine.from_checkpoint(checkpoint, device)
+
+
+@app.command()
+def colorize(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (created).")],
+    engine: Annotated[EngineName, typer.Option(help="Inference engine.")] = EngineName.torch,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Official DISCO checkpoint (.pth.tar) for --engine torch.")
+    ] = None,
+    anchors: Annotated[int, typer.Option(min=1, max=64, help="Number of anchors (k-means K).")] = 8,
+    seed: Annotated[
+        int | None, typer.Option(help="k-means init seed; default: derived from the image bytes.")
+    ] = None,
+    hints: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON file of anchors, e.g. "
+            '[{"token": 18, "ab": [20, 60]}, {"x": 0.25, "y": 0.4, "color": "#c03020"}]'
+        ),
+    ] = None,
+    diverse: Annotated[
+        int, typer.Option(min=1, max=10, help="Number of diverse results per image.")
+    ] = 1,
+    size: Annotated[
+        SizeName,
+        typer.Option(help="original: input resolution; model: the official 256x256 output."),
+    ] = SizeName.original,
+    save_ab: Annotated[
+        bool,
+        typer.Option(
+            "--save-ab", help="Also write the raw model ab (N,2,256,256, ab/110) as .ab.npy."
+        ),
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per engine call.")] = 1,
+    device: Annotated[
+        str, typer.Option(help="torch device for --engine torch (cpu, cuda, cuda:1).")
+    ] = "cpu",
+) -> None:
+    """Colorize grayscale (or color) photos into OUT, with a progress bar."""
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    from service.hints import parse_hints
+    from service.imageio import ImageDecodeError, decode_image
+    from service.pipeline import Job, run, seed_from_bytes
+
+    if hints is not None and diverse > 1:
+        raise typer.BadParameter(
+            "--hints fixes the anchor colours; drop --diverse", param_hint="--hints"
+        )
+    hint_list = None
+    if hints is not None:
+        try:
+            hint_list = parse_hints(hints.read_bytes())
+        except (OSError, ValueError) as e:
+            raise typer.BadParameter(f"{hints}: {e}", param_hint="--hints") from e
+    files = collect_inputs(inputs)
+    if not files:
+        raise typer.BadParameter("no image files found", param_hint="INPUT")
+    stems = output_stems(files)
+    out.mkdir(parents=True, exist_ok=True)
+    eng = _load_engine(engine, checkpoint, device)
+
+    failed: list[str] = []
+    bar = tqdm(total=len(files), unit="img", desc="colorize", file=sys.stderr)
+    for start in range(0, len(files), batch_size):
+        chunk = list(
+            zip(files[start : start + batch_size], stems[start : start + batch_size], strict=True)
+        )
+        jobs, names = [], []
+        for path, stem in chunk:
+            try:
+                data = path.read_bytes()
+                rgb = decode_image(data)
+            except (OSError, ImageDecodeError) as e:
+                failed.append(f"{path}: {e}")
+                bar.update(1)
+                continue
+            jobs.append(
+                Job(
+                    rgb,
+                    seed_from_bytes(data) if seed is None else seed,
+                    anchors,
+                    diverse,
+                    hint_list,
+                    size.value,
+                )
+            )
+            names.append(stem)
+        for stem, outputs in zip(names, run(eng, jobs), strict=True):
+            for k, o in enumerate(outputs):
+                name = stem if len(outputs) == 1 else f"{stem}_c{k}"
+                Image.fromarray(o.image).save(out / f"{name}.png")
+            if save_ab:
+                np.save(
+                    out / f"{stem}.ab.npy",
+                    np.stack([o.ab_norm for o in outputs]).astype(np.float32),
+                )
+            bar.update(1)
+    bar.close()
+    done = len(files) - len(failed)
+    typer.echo(f"colorized {done}/{len(files)} images into {out}")
+    for f in failed:
+        typer.secho(f"failed: {f}", fg=typer.colors.RED, err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("test-checkpoint")
+def test_checkpoint(
+    out: Annotated[Path, typer.Argument(help="Where to write the checkpoint (.pth.tar).")],
+    seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
+) -> None:
+    """Write the deterministic test weights in the official checkpoint format (about 173 MB).
+
+    For tests and for exercising the official loading path; they do not colorize."""
+    from export.model.checkpoint import save_test_checkpoint
+
+    save_test_checkpoint(out, seed)
+    typer.echo(f"wrote seed-{seed} test checkpoint to {out}")
+
+
+@app.command()
+def info() -> None:
+    """Print the known model variants and pretrained configurations."""
+    from export.model.disco import VARIANT_CONFIGS, default_cfgs
+
+    typer.echo(
+        json.dumps(
+            {
+                "variants": {k: v.to_dict() for k, v in VARIANT_CONFIGS.items()},
+                "pretrained": default_cfgs,
+            },
+            indent=2,
+            default=str,
+        )
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

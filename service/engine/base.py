@@ -1,0 +1,67 @@
+"""The engine protocol: the network split at the anchors, as numpy in and numpy out.
+
+`encode` runs once per image (the expensive trunks and the colour modeler); `generate` runs once
+per anchor set, so a diverse request costs one encoder row plus K generator rows, and a request
+with user anchors never needs k-means. Engines never see HTTP, queues or image files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One encoder pass over N images (float32 arrays, batch first)."""
+
+    affinity: np.ndarray  # (N, 9, H, W) soft superpixel association
+    tokens: np.ndarray  # (N, C, h, w) pooled feature tokens
+    enc_out: np.ndarray  # (N, C, L) colour-modeler features (k-means input)
+    pal_logit: np.ndarray  # (N, 313, L) colour-bin logits per token
+    spixel_sizes: np.ndarray  # (N, L) hard superpixel sizes / s^2
+
+    def __post_init__(self) -> None:
+        n = self.affinity.shape[0]
+        for name in ("tokens", "enc_out", "pal_logit", "spixel_sizes"):
+            got = getattr(self, name).shape[0]
+            if got != n:
+                raise ValueError(f"encoder output {name} has batch {got}, affinity has {n}")
+
+    def __len__(self) -> int:
+        return int(self.affinity.shape[0])
+
+    def take(self, rows: np.ndarray | list[int]) -> Encoded:
+        """Rows of the batch, e.g. one image repeated K times for K diverse results."""
+        idx = np.asarray(rows, dtype=np.int64)
+        return Encoded(
+            self.affinity[idx],
+            self.tokens[idx],
+            self.enc_out[idx],
+            self.pal_logit[idx],
+            self.spixel_sizes[idx],
+        )
+
+
+class Engine(Protocol):
+    """What the pipeline needs from a runtime. One output row per input row."""
+
+    name: str  # "torch", "onnx", "tensorrt"
+    input_size: int  # square model input, pixels (256)
+
+    def encode(self, l_norm: np.ndarray) -> Encoded:
+        """l_norm (N, 1, S, S) float32 -> encoder outputs for the N images."""
+        ...
+
+    def generate(
+        self,
+        l_norm: np.ndarray,
+        affinity: np.ndarray,
+        tokens: np.ndarray,
+        hint_mask: np.ndarray,
+        hint_bins: np.ndarray,
+    ) -> np.ndarray:
+        """Anchors (hint_mask (N, L) float32, hint_bins (N, L) int64) -> ab / 110 (N, 2, S, S)."""
+        ...
