@@ -8,6 +8,8 @@ Everything is batched and static-shaped so that the torch mirror in ``export/mod
 * Documented deviation: an empty cluster keeps its previous centre (the official code re-seeds it
   from a random token with torch's global RNG, which no deterministic service can reproduce).
 * The init indices are an input; :func:`init_indices` reproduces the official NumPy draw.
+* Rows of a batch may ask for different K: pad ``init_idx`` with -1. A -1 slot is an inactive
+  cluster (never assigned, no anchor), so one batched call serves mixed requests.
 
 Layouts: N batch, L tokens (256 = 16x16, token t = row*16 + col), C feature channels, K clusters.
 """
@@ -50,17 +52,21 @@ def kmeans(x: np.ndarray, init_idx: np.ndarray, iters: int = 20, tol: float = 1e
     n, l, _ = x.shape
     if init_idx.ndim != 2 or init_idx.shape[0] != n:
         raise ValueError(f"kmeans: init_idx must be (N={n}, K), got {init_idx.shape}")
-    if init_idx.size and (init_idx.min() < 0 or init_idx.max() >= l):
-        raise ValueError(f"kmeans: init indices must lie in [0, {l})")
+    if init_idx.size and (init_idx.min() < -1 or init_idx.max() >= l):
+        raise ValueError(f"kmeans: init indices must lie in [0, {l}) (or -1 for padding)")
+    active = init_idx >= 0  # (N, K); -1 pads rows that asked for fewer clusters
+    if not active.any(axis=1).all():
+        raise ValueError("kmeans: every row needs at least one init index")
     k = init_idx.shape[1]
     tol32 = np.float32(tol)
 
-    centres = np.take_along_axis(x, init_idx[:, :, None], axis=1)  # (N, K, C)
+    centres = np.take_along_axis(x, np.maximum(init_idx, 0)[:, :, None], axis=1)  # (N, K, C)
     done = np.zeros(n, dtype=bool)
     out = np.zeros((n, l), dtype=np.int64)
     ks = np.arange(k)
     for _ in range(iters):
         d = ((x[:, :, None, :] - centres[:, None, :, :]) ** 2).sum(-1)  # (N, L, K)
+        d = np.where(active[:, None, :], d, np.float32(np.inf))
         lab = np.argmin(d, axis=-1)  # first index on ties
         out = np.where(done[:, None], out, lab)
         onehot = (lab[..., None] == ks).astype(np.float32)  # (N, L, K)
@@ -75,12 +81,13 @@ def kmeans(x: np.ndarray, init_idx: np.ndarray, iters: int = 20, tol: float = 1e
 
 
 def pick_anchors(
-    labels: np.ndarray, spixel_sizes: np.ndarray, k: int
+    labels: np.ndarray, spixel_sizes: np.ndarray, k: int, active: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Anchor per cluster: its member token with the largest superpixel (lowest index on ties).
 
     labels (N, L) int64, spixel_sizes (N, L) float32 -> hint_mask (N, L) float32, anchor_idx
-    (N, K) int64. An empty cluster falls back to the globally largest superpixel, so the mask may
+    (N, K) int64 (-1 for clusters that ``active`` (N, K) bool marks inactive, i.e. padding).
+    An empty cluster falls back to the globally largest superpixel, so the mask may
     hold 2 where two clusters pick the same token; kept unclipped, as the official code does.
     """
     labels = np.asarray(labels, dtype=np.int64)
@@ -94,6 +101,8 @@ def pick_anchors(
     onehot = (labels[:, None, :] == np.arange(k)[None, :, None]).astype(np.float32)  # (N, K, L)
     score = onehot + np.float32(0.01) * z[:, None, :]
     anchor_idx = np.argmax(score, axis=-1).astype(np.int64)  # (N, K), first max
+    if active is not None:
+        anchor_idx = np.where(active, anchor_idx, -1)
     hint_mask = (anchor_idx[:, :, None] == np.arange(l)).sum(axis=1).astype(np.float32)
     return hint_mask, anchor_idx
 
@@ -117,7 +126,7 @@ def locate_anchors(
     z = np.asarray(spixel_sizes, dtype=np.float32).reshape(n, l)
     init_idx = np.asarray(init_idx, dtype=np.int64)
     labels = kmeans(enc_out.transpose(0, 2, 1), init_idx, iters=iters, tol=tol)
-    hint_mask, anchor_idx = pick_anchors(labels, z, init_idx.shape[1])
+    hint_mask, anchor_idx = pick_anchors(labels, z, init_idx.shape[1], init_idx >= 0)
     return hint_mask, anchor_idx, labels
 
 

@@ -60,3 +60,38 @@ def test_parity_on_vectors(vectors_dir, image):
     )
     np.testing.assert_array_equal(t_idx.numpy(), n_idx)
     np.testing.assert_array_equal(t_mask.numpy(), n_mask)
+
+
+def test_padded_init_rows_equal_unpadded_runs():
+    """Rows asking for fewer clusters pad init_idx with -1: same anchors as their own run."""
+    rng = np.random.default_rng(7)
+    x, sizes = _random_tokens(rng, 3)
+    enc_out = x.transpose(0, 2, 1).copy()
+    ks = [8, 3, 1]
+    init = np.full((3, 8), -1, dtype=np.int64)
+    for i, k in enumerate(ks):
+        init[i, :k] = nanchors.init_indices(i, k)
+    n_mask, n_idx, _ = nanchors.locate_anchors(enc_out, sizes, init)
+    t_mask, t_idx, _ = tanchors.locate_anchors(
+        torch.from_numpy(enc_out), torch.from_numpy(sizes), torch.from_numpy(init)
+    )
+    np.testing.assert_array_equal(t_mask.numpy(), n_mask)
+    np.testing.assert_array_equal(t_idx.numpy(), n_idx)
+    for i, k in enumerate(ks):
+        alone, idx, _ = nanchors.locate_anchors(
+            enc_out[i : i + 1], sizes[i : i + 1], init[i : i + 1, :k]
+        )
+        np.testing.assert_array_equal(n_mask[i], alone[0])
+        np.testing.assert_array_equal(n_idx[i, :k], idx[0])
+        assert (n_idx[i, k:] == -1).all() and n_mask[i].sum() == k
+
+
+def test_levels_are_consistent():
+    rng = np.random.default_rng(3)
+    logits = torch.from_numpy(rng.normal(0, 2, (2, 313, 256)).astype(np.float32))
+    q = torch.tensor(q_to_ab())
+    levels = tanchors.sample_anchor_levels(logits, q, 10)
+    for t in range(10):
+        np.testing.assert_array_equal(
+            levels[:, t].numpy(), nanchors.sample_anchor_bins(logits.numpy(), t)
+        )

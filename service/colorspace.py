@@ -1,0 +1,338 @@
+"""All colour math of the service: sRGB <-> CIELAB, model pre/post-processing, ab upsampling.
+
+Torch-free, float32 NumPy. Where the official DISCO code used OpenCV (preprocessing and its
+256x256 postprocessing) we call the same OpenCV functions so the results match bit for bit;
+everything the official code does not do (full-resolution output) is our own and tested here.
+
+Units: L in [0, 100], a/b in Lab units (not offset by 128). The network sees L_norm = (L-50)/50
+and predicts ab_norm = ab/110.
+"""
+
+from __future__ import annotations
+
+import re
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "AB_SCALE",
+    "MODEL_SIZE",
+    "ab_psnr",
+    "ciede2000",
+    "hex_to_lab",
+    "lab_to_srgb_uint8",
+    "lightness",
+    "official_postprocess",
+    "preprocess",
+    "srgb_to_lab",
+    "upsample_ab",
+    "upsample_ab_bicubic",
+    "upsample_ab_bilinear",
+]
+
+MODEL_SIZE = 256  # the official script resizes every input to 256x256 (aspect ratio not kept)
+AB_SCALE = 110.0  # ab_norm = ab / 110 in the official code
+
+# upsample_ab (guided detail transfer) parameters, tuned with tools/measure_upsampler.py.
+GUIDED_RADIUS = 1  # box radius of the local L -> ab fit, in model-grid pixels (3x3 window)
+GUIDED_EPS = 32.0  # L units^2: L variation below ~6 units is not trusted to carry colour edges
+GUIDED_BACK_PROJECTIONS = 1  # a second round gains < 0.1 dB
+
+# OpenCV's constants (color_lab.cpp), so our Lab -> RGB inverts cv2's RGB -> Lab.
+_WHITE_D65 = np.array([0.950456, 1.0, 1.088754], dtype=np.float32)
+_XYZ_TO_RGB = np.array(
+    [
+        [3.240479, -1.53715, -0.498535],
+        [-0.969256, 1.875991, 0.041556],
+        [0.055648, -0.204043, 1.057311],
+    ],
+    dtype=np.float32,
+)
+# Linear-RGB slack of the gamut test. cv2's RGB2LAB (a, b in 1/64 steps) puts 8-bit colours with
+# a channel at 0 or 255 up to ~3e-4 outside [0, 1]; with this slack they survive a round trip and
+# cv2's final clip moves L by < 0.1. Below 0 the slack is relative to Y since L = 903*Y near black.
+_GAMUT_HI = 1.0 + 2e-3
+_GAMUT_LO_REL = 1e-3
+_BISECTION_STEPS = 10  # chroma scale resolution 2**-10: < 0.2 ab units, invisible
+
+_HEX_RE = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
+
+
+# --------------------------------------------------------------------------------------------
+# sRGB -> Lab (OpenCV float path, as the official code)
+
+
+def _check_rgb_uint8(rgb: np.ndarray) -> None:
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+
+
+def srgb_to_lab(rgb_uint8: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 sRGB -> (H, W, 3) float32 Lab via OpenCV's float path.
+
+    ``/255.`` is done in float64 then cast, as the official ``fetch_data`` does, so L matches
+    the reference bit for bit.
+    """
+    _check_rgb_uint8(rgb_uint8)
+    rgb_f = (rgb_uint8 / 255.0).astype(np.float32)
+    return cv2.cvtColor(rgb_f, cv2.COLOR_RGB2LAB)
+
+
+def preprocess(rgb_uint8: np.ndarray) -> np.ndarray:
+    """Official preprocessing: (H, W, 3) uint8 RGB -> L_norm float32 (1, 1, 256, 256).
+
+    The uint8 resize (INTER_LINEAR, no anti-aliasing) happens before the Lab conversion,
+    exactly as the official ``fetch_data``; changing the order changes the network input.
+    """
+    _check_rgb_uint8(rgb_uint8)
+    small = cv2.resize(rgb_uint8, (MODEL_SIZE, MODEL_SIZE), interpolation=cv2.INTER_LINEAR)
+    lab = srgb_to_lab(small)
+    l_norm = (lab[:, :, 0] - np.float32(50.0)) / np.float32(50.0)
+    return l_norm[None, None].astype(np.float32, copy=False)
+
+
+def lightness(rgb_uint8: np.ndarray) -> np.ndarray:
+    """Full-resolution L (H, W) float32 in Lab units; the guide and output L of the service."""
+    return np.ascontiguousarray(srgb_to_lab(rgb_uint8)[:, :, 0])
+
+
+def hex_to_lab(hex_color: str) -> tuple[float, float, float]:
+    """``"#RRGGBB"`` / ``"RGB"`` -> (L, a, b), same float path as the image, for colour hints."""
+    match = _HEX_RE.fullmatch(hex_color.strip())
+    if match is None:
+        raise ValueError(f"not a hex colour: {hex_color!r}")
+    digits = match.group(1)
+    if len(digits) == 3:
+        digits = "".join(c * 2 for c in digits)
+    rgb = np.array([[[int(digits[i : i + 2], 16) for i in (0, 2, 4)]]], dtype=np.uint8)
+    lab = srgb_to_lab(rgb)[0, 0]
+    return float(lab[0]), float(lab[1]), float(lab[2])
+
+
+# --------------------------------------------------------------------------------------------
+# Lab -> sRGB
+
+
+def official_postprocess(l_norm: np.ndarray, ab_norm: np.ndarray) -> np.ndarray:
+    """The official output: Lab(L_norm*50+50, ab_norm*110) -> cv2 LAB2RGB -> x255 truncated.
+
+    Accepts (1, 1, H, W) / (H, W) and (1, 2, H, W) / (2, H, W); returns (H, W, 3) uint8.
+    Kept for conformance tests; the service uses :func:`lab_to_srgb_uint8`.
+    """
+    l_plane = np.asarray(l_norm, dtype=np.float32).reshape(np.shape(l_norm)[-2:])
+    ab = np.asarray(ab_norm, dtype=np.float32).reshape((2, *np.shape(ab_norm)[-2:]))
+    lab = np.stack([l_plane * 50.0 + 50.0, ab[0] * AB_SCALE, ab[1] * AB_SCALE], axis=-1)
+    rgb = cv2.cvtColor(lab.astype(np.float32), cv2.COLOR_LAB2RGB)  # clips to [0, 1]
+    return (rgb * 255).astype(np.uint8)
+
+
+def _f_y(l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """f(Y) and Y of OpenCV's Lab -> XYZ; they depend on L only, so bisection reuses them."""
+    small_l = l <= np.float32(0.008856 * 903.3)
+    fy = (l + np.float32(16.0)) / np.float32(116.0)
+    y = np.where(small_l, l / np.float32(903.3), fy**3)
+    fy = np.where(small_l, np.float32(7.787) * y + np.float32(16.0 / 116.0), fy)
+    return fy, y
+
+
+def _f_inv(t: np.ndarray) -> np.ndarray:
+    return np.where(t > np.float32(0.206893), t**3, (t - np.float32(16.0 / 116.0)) / 7.787)
+
+
+def _linear_rgb(fy: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Unclipped linear sRGB (3, ...) with OpenCV's formulas; cv2 clips, hiding the gamut."""
+    x = _f_inv(fy + a / np.float32(500.0)) * _WHITE_D65[0]
+    z = _f_inv(fy - b / np.float32(200.0)) * _WHITE_D65[2]
+    m = _XYZ_TO_RGB
+    return np.stack([m[i, 0] * x + m[i, 1] * y + m[i, 2] * z for i in range(3)])
+
+
+def _in_gamut(rgb_lin: np.ndarray, y: np.ndarray) -> np.ndarray:
+    lo = y * np.float32(-_GAMUT_LO_REL)
+    inside: np.ndarray = np.all((rgb_lin >= lo) & (rgb_lin <= np.float32(_GAMUT_HI)), axis=0)
+    return inside
+
+
+def lab_to_srgb_uint8(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """L (H, W) + ab (2, H, W) in Lab units -> (H, W, 3) uint8 sRGB that keeps L.
+
+    Per-channel clipping of out-of-gamut colours changes L (a saturated red clipped at 1 gets
+    darker), which shows as blotches in a colourised photo. Instead the chroma of each
+    out-of-gamut pixel is scaled down at constant L and hue (bisection on the scale), so the
+    output L equals the input L up to 8-bit rounding (rounded, not truncated).
+    """
+    l = np.clip(np.asarray(l, dtype=np.float32), 0.0, 100.0)
+    ab = np.array(ab, dtype=np.float32)  # a copy: out-of-gamut chroma is reduced in place
+    if l.ndim != 2 or ab.shape != (2, *l.shape):
+        raise ValueError(f"expected l (H, W) and ab (2, H, W), got {l.shape} and {ab.shape}")
+    fy, y = _f_y(l)
+    out = ~_in_gamut(_linear_rgb(fy, y, ab[0], ab[1]), y)
+    if out.any():
+        o_fy, o_y, o_a, o_b = fy[out], y[out], ab[0][out], ab[1][out]
+        lo = np.zeros(o_fy.shape, dtype=np.float32)  # scale 0 (gray) is always in gamut
+        hi = np.ones(o_fy.shape, dtype=np.float32)
+        for _ in range(_BISECTION_STEPS):
+            mid = (lo + hi) * np.float32(0.5)
+            ok = _in_gamut(_linear_rgb(o_fy, o_y, mid * o_a, mid * o_b), o_y)
+            lo = np.where(ok, mid, lo)
+            hi = np.where(ok, hi, mid)
+        ab[0][out] = lo * o_a
+        ab[1][out] = lo * o_b
+    # Everything is in gamut now, so cv2's clipping is a no-op and its fast path is exact enough.
+    rgb: np.ndarray = cv2.cvtColor(np.dstack([l, ab[0], ab[1]]), cv2.COLOR_LAB2RGB)
+    out_rgb: np.ndarray = np.rint(rgb * np.float32(255.0)).astype(np.uint8)
+    return out_rgb
+
+
+# --------------------------------------------------------------------------------------------
+# ab upsampling: model grid (h, w) -> original image (H, W)
+
+
+def _resize_ab(ab: np.ndarray, size_hw: tuple[int, int], interpolation: int) -> np.ndarray:
+    hwc = np.ascontiguousarray(np.asarray(ab, dtype=np.float32).transpose(1, 2, 0))
+    out = cv2.resize(hwc, (size_hw[1], size_hw[0]), interpolation=interpolation)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def _check_ab_l(ab_small: np.ndarray, l_full: np.ndarray) -> None:
+    if np.ndim(ab_small) != 3 or np.shape(ab_small)[0] != 2 or np.ndim(l_full) != 2:
+        raise ValueError(
+            f"expected ab (2, h, w) and l (H, W), got {np.shape(ab_small)} and {np.shape(l_full)}"
+        )
+
+
+def upsample_ab_bilinear(ab_small: np.ndarray, l_full: np.ndarray) -> np.ndarray:
+    """Baseline: cv2 INTER_LINEAR to ``l_full``'s size (L itself is not used)."""
+    _check_ab_l(ab_small, l_full)
+    return _resize_ab(ab_small, np.shape(l_full), cv2.INTER_LINEAR)
+
+
+def upsample_ab_bicubic(ab_small: np.ndarray, l_full: np.ndarray) -> np.ndarray:
+    """Baseline: cv2 INTER_CUBIC to ``l_full``'s size (L itself is not used)."""
+    _check_ab_l(ab_small, l_full)
+    return _resize_ab(ab_small, np.shape(l_full), cv2.INTER_CUBIC)
+
+
+def upsample_ab(
+    ab_small: np.ndarray,
+    l_full: np.ndarray,
+    *,
+    radius: int = GUIDED_RADIUS,
+    eps: float = GUIDED_EPS,
+    back_projections: int = GUIDED_BACK_PROJECTIONS,
+) -> np.ndarray:
+    """ab (2, h, w) -> (2, H, W), colour edges taken from the full-resolution L (H, W).
+
+    Guided detail transfer: a local linear fit ab ~ a*L + c on the model grid (the guided
+    filter's ``a`` of He & Sun 2015, box ``radius``, ``eps`` in L units^2) says how strongly
+    colour follows lightness there; the L detail lost by the downscale, times that slope, is
+    added to the bicubic upsampling. Where L and ab are unrelated a ~ 0 and this is bicubic;
+    smoothing guided filters lose too much of the already-coarse ab to win. Then
+    ``back_projections`` rounds of iterative back-projection make the INTER_AREA downscale of
+    the result match ``ab_small`` again. Parameters tuned with tools/measure_upsampler.py.
+    """
+    _check_ab_l(ab_small, l_full)
+    src: np.ndarray = np.ascontiguousarray(
+        np.asarray(ab_small, dtype=np.float32).transpose(1, 2, 0)
+    )
+    l_full = np.ascontiguousarray(l_full, dtype=np.float32)
+    big_h, big_w = l_full.shape
+    h, w = src.shape[:2]
+    if (h, w) == (big_h, big_w):
+        return np.ascontiguousarray(src.transpose(2, 0, 1))
+    if big_h < h or big_w < w:  # downscaled sides need no guide: area-average them first
+        h, w = min(h, big_h), min(w, big_w)
+        src = cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA)
+        if (h, w) == (big_h, big_w):
+            return np.ascontiguousarray(src.transpose(2, 0, 1))
+
+    guide = cv2.resize(l_full, (w, h), interpolation=cv2.INTER_AREA)[:, :, None]
+    ksize = (2 * radius + 1, 2 * radius + 1)
+
+    def box(x: np.ndarray) -> np.ndarray:
+        out = cv2.boxFilter(x, -1, ksize, borderType=cv2.BORDER_REFLECT)
+        return out if out.ndim == 3 else out[:, :, None]
+
+    mean_i = box(guide)
+    var_i = box(guide * guide) - mean_i * mean_i
+    cov_ip = box(guide * src) - mean_i * box(src)
+    slope = box(cov_ip / (var_i + np.float32(eps)))  # (h, w, 2)
+
+    size = (big_w, big_h)
+    l_detail = l_full - cv2.resize(guide, size, interpolation=cv2.INTER_CUBIC)
+    out: np.ndarray = cv2.resize(src, size, interpolation=cv2.INTER_CUBIC)
+    out += cv2.resize(slope, size, interpolation=cv2.INTER_LINEAR) * l_detail[:, :, None]
+    for _ in range(back_projections):
+        residual = src - cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA)
+        out += cv2.resize(residual, size, interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Quality metrics
+
+
+def ab_psnr(ab_true: np.ndarray, ab_test: np.ndarray, peak: float = 220.0) -> float:
+    """PSNR of ab planes over both channels, peak 220 (the +-110 range the model predicts)."""
+    diff = np.asarray(ab_true, dtype=np.float64) - np.asarray(ab_test, dtype=np.float64)
+    mse = float(np.mean(diff * diff))
+    return float("inf") if mse == 0.0 else 10.0 * float(np.log10(peak * peak / mse))
+
+
+def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
+    """Per-pixel CIEDE2000 between (..., 3) Lab arrays (Sharma, Wu & Dalal 2005), float64.
+
+    Used to score upsamplers in perceptual units (1 ~ just noticeable).
+    """
+    lab1 = np.asarray(lab1, dtype=np.float64)
+    lab2 = np.asarray(lab2, dtype=np.float64)
+    l1, a1, b1 = lab1[..., 0], lab1[..., 1], lab1[..., 2]
+    l2, a2, b2 = lab2[..., 0], lab2[..., 1], lab2[..., 2]
+
+    c_bar = (np.hypot(a1, b1) + np.hypot(a2, b2)) / 2.0
+    c_bar7 = c_bar**7
+    g = 0.5 * (1.0 - np.sqrt(c_bar7 / (c_bar7 + 25.0**7)))
+    a1p, a2p = (1.0 + g) * a1, (1.0 + g) * a2
+    c1p, c2p = np.hypot(a1p, b1), np.hypot(a2p, b2)
+    h1p = np.degrees(np.arctan2(b1, a1p)) % 360.0  # atan2(0, 0) = 0, as the formula wants
+    h2p = np.degrees(np.arctan2(b2, a2p)) % 360.0
+    cc = c1p * c2p
+    zero_c = cc == 0
+
+    d_lp = l2 - l1
+    d_cp = c2p - c1p
+    dhp = h2p - h1p
+    dhp = np.where(dhp > 180.0, dhp - 360.0, np.where(dhp < -180.0, dhp + 360.0, dhp))
+    dhp = np.where(zero_c, 0.0, dhp)
+    d_hp = 2.0 * np.sqrt(cc) * np.sin(np.radians(dhp) / 2.0)
+
+    l_bar = (l1 + l2) / 2.0
+    c_barp = (c1p + c2p) / 2.0
+    h_sum = h1p + h2p
+    h_barp = np.where(
+        np.abs(h1p - h2p) <= 180.0,
+        h_sum / 2.0,
+        np.where(h_sum < 360.0, (h_sum + 360.0) / 2.0, (h_sum - 360.0) / 2.0),
+    )
+    h_barp = np.where(zero_c, h_sum, h_barp)
+
+    t = (
+        1.0
+        - 0.17 * np.cos(np.radians(h_barp - 30.0))
+        + 0.24 * np.cos(np.radians(2.0 * h_barp))
+        + 0.32 * np.cos(np.radians(3.0 * h_barp + 6.0))
+        - 0.20 * np.cos(np.radians(4.0 * h_barp - 63.0))
+    )
+    d_theta = 30.0 * np.exp(-(((h_barp - 275.0) / 25.0) ** 2))
+    c_barp7 = c_barp**7
+    r_c = 2.0 * np.sqrt(c_barp7 / (c_barp7 + 25.0**7))
+    l50 = (l_bar - 50.0) ** 2
+    s_l = 1.0 + 0.015 * l50 / np.sqrt(20.0 + l50)
+    s_c = 1.0 + 0.045 * c_barp
+    s_h = 1.0 + 0.015 * c_barp * t
+    r_t = -np.sin(np.radians(2.0 * d_theta)) * r_c
+
+    tl, tc, th = d_lp / s_l, d_cp / s_c, d_hp / s_h
+    delta_e: np.ndarray = np.sqrt(tl**2 + tc**2 + th**2 + r_t * tc * th)
+    return delta_e
