@@ -12,7 +12,10 @@ import numpy as np
 import torch
 
 from service.engine.base import Encoded
+from service.gamut import q_to_ab
 
+from .graphs import DIVERSE_LEVELS
+from .model.anchors import locate_anchors, sample_anchor_levels
 from .model.checkpoint import load_checkpoint, test_weights_model
 from .model.disco import Disco
 
@@ -46,9 +49,12 @@ class TorchEngine:
         return t.detach().float().cpu().numpy()
 
     @torch.inference_mode()
-    def encode(self, l_norm: np.ndarray) -> Encoded:
+    def encode(self, l_norm: np.ndarray, init_idx: np.ndarray) -> Encoded:
         enc = self.model.encode(self._t(l_norm))
-        return Encoded(*(self._np(t) for t in enc))
+        hint_mask, _, _ = locate_anchors(enc.enc_out, enc.spixel_sizes, self._t(init_idx))
+        q = torch.tensor(q_to_ab(), device=self.device, dtype=self.dtype)
+        bins = sample_anchor_levels(enc.pal_logit, q, DIVERSE_LEVELS)
+        return Encoded(*(self._np(t) for t in enc), self._np(hint_mask), bins.cpu().numpy())
 
     @torch.inference_mode()
     def generate(

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from export.train.commands import evaluate, train
+
 app = typer.Typer(
     name="disco",
     help="DISCO colorization: colorize images, export models, serve them.",
@@ -24,6 +26,12 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 
 class EngineName(StrEnum):
     torch = "torch"
+    onnx = "onnx"
+
+
+class KMeansMode(StrEnum):
+    plugin = "plugin"
+    inline = "inline"
 
 
 class SizeName(StrEnum):
@@ -61,7 +69,17 @@ def output_stems(files: list[Path]) -> list[str]:
     return stems
 
 
-def _load_engine(engine: EngineName, checkpoint: Path | None, device: str):
+def _load_engine(engine: EngineName, checkpoint: Path | None, model: Path | None, device: str):
+    if engine is EngineName.onnx:
+        from service.engine.onnx import ModelRepositoryError, OnnxEngine
+
+        if model is None:
+            raise typer.BadParameter("--engine onnx needs --model DIR", param_hint="--model")
+        try:
+            return OnnxEngine(model, providers=None if device.startswith("cuda") else "cpu")
+        except ModelRepositoryError as e:
+            raise typer.BadParameter(str(e), param_hint="--model") from e
+
     from export.torch_engine import TorchEngine
 
     if checkpoint is None:
@@ -80,6 +98,9 @@ def colorize(
     engine: Annotated[EngineName, typer.Option(help="Inference engine.")] = EngineName.torch,
     checkpoint: Annotated[
         Path | None, typer.Option(help="Official DISCO checkpoint (.pth.tar) for --engine torch.")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model repository (from `disco export`) for --engine onnx.")
     ] = None,
     anchors: Annotated[int, typer.Option(min=1, max=64, help="Number of anchors (k-means K).")] = 8,
     seed: Annotated[
@@ -134,7 +155,7 @@ def colorize(
         raise typer.BadParameter("no image files found", param_hint="INPUT")
     stems = output_stems(files)
     out.mkdir(parents=True, exist_ok=True)
-    eng = _load_engine(engine, checkpoint, device)
+    eng = _load_engine(engine, checkpoint, model, device)
 
     failed: list[str] = []
     bar = tqdm(total=len(files), unit="img", desc="colorize", file=sys.stderr)
@@ -181,6 +202,69 @@ def colorize(
         raise typer.Exit(1)
 
 
+@app.command("export")
+def export_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model repository folder to write.")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Official or `disco train` checkpoint; omit for the seed-0 TEST weights."
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Model name (default: checkpoint stem).")] = None,
+    version: Annotated[str, typer.Option(help="Model version recorded in the manifest.")] = "1",
+    kmeans: Annotated[
+        KMeansMode, typer.Option(help="plugin: one custom node; inline: standard ops only.")
+    ] = KMeansMode.plugin,
+    quantize: Annotated[
+        str | None, typer.Option(help="Also write an int8 (QDQ, static) variant: 'int8'.")
+    ] = None,
+    tensorrt: Annotated[
+        bool, typer.Option("--tensorrt", help="Also build an fp16 TensorRT engine (GPU node).")
+    ] = False,
+) -> None:
+    """Export a checkpoint to an ONNX model repository, verified against torch."""
+    import torch
+
+    from export.model.checkpoint import load_checkpoint, test_weights_model
+    from export.onnx_export import ExportError, export_repository
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if quantize not in (None, "int8"):
+        raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
+    if checkpoint is None:
+        _warn("WARNING: no --checkpoint: exporting the seed-0 TEST weights (they do not colorize).")
+        net, pretrained = test_weights_model(0), "disco.test_seed0"
+    else:
+        net, pretrained = load_checkpoint(checkpoint), None
+    name = name or (checkpoint.name.split(".")[0] if checkpoint else "disco-test-seed0")
+
+    def say(msg: str) -> None:
+        typer.echo(f"[export] {msg}", err=True)
+
+    try:
+        manifest = export_repository(
+            net, out, name=name, version=version, source=checkpoint, pretrained=pretrained,
+            kmeans=kmeans.value, progress=say,
+        )  # fmt: skip
+    except ExportError as e:
+        typer.secho(f"export refused: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from e
+    if quantize == "int8":
+        from export.quantize import add_int8_variant
+
+        add_int8_variant(net, out, progress=say)
+    if tensorrt:
+        from export.tensorrt_build import build_tensorrt_variant
+
+        build_tensorrt_variant(out, progress=say)
+    p = manifest["parity"]
+    typer.echo(
+        f"wrote {out} ({name} v{version}); parity vs torch: fixed {p['fixed_max_abs']:.1e}, "
+        f"k-means {p['kmeans_max_abs']:.1e}, anchors equal: {p['anchors_equal']}"
+    )
+
+
 @app.command("test-checkpoint")
 def test_checkpoint(
     out: Annotated[Path, typer.Argument(help="Where to write the checkpoint (.pth.tar).")],
@@ -210,6 +294,10 @@ def info() -> None:
             default=str,
         )
     )
+
+
+app.command("train")(train)
+app.command("eval")(evaluate)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from service import colorspace
-from service.anchors import init_indices, locate_anchors, sample_anchor_bins
+from service.anchors import init_indices
 from service.engine.base import Encoded, Engine
 from service.gamut import AB_SCALE, q_to_ab
 from service.hints import Hint, hints_to_arrays
@@ -73,19 +73,27 @@ class Output:
     anchors: list[Anchor] = field(default_factory=list)
 
 
+def init_rows(jobs: Sequence[Job], n_tokens: int) -> np.ndarray:
+    """k-means init indices (N, K_max) for a batch; -1 pads jobs that want fewer anchors.
+
+    Jobs with user hints need no k-means; they get a one-cluster init whose result is unused.
+    """
+    k_max = max(1 if j.hints else j.anchors for j in jobs)
+    init = np.full((len(jobs), k_max), -1, dtype=np.int64)
+    for i, job in enumerate(jobs):
+        k = 1 if job.hints else job.anchors
+        init[i, :k] = init_indices(job.seed, k, n_tokens)
+    return init
+
+
 def anchor_rows(enc: Encoded, i: int, job: Job) -> tuple[np.ndarray, np.ndarray]:
     """Hint masks and colour bins (count, L) for image i of an encoder batch."""
-    grid = round(enc.spixel_sizes.shape[1] ** 0.5)
     if job.hints:
+        grid = round(enc.spixel_sizes.shape[1] ** 0.5)
         mask, bins = hints_to_arrays(list(job.hints), grid=grid)
         return mask[None], bins[None]
-    n_tokens = enc.enc_out.shape[2]
-    init = init_indices(job.seed, job.anchors, n_tokens)[None]
-    mask, _, _ = locate_anchors(enc.enc_out[i : i + 1], enc.spixel_sizes[i : i + 1], init)
-    bins = np.concatenate(
-        [sample_anchor_bins(enc.pal_logit[i : i + 1], t) for t in range(job.count)]
-    )
-    return np.repeat(mask, job.count, axis=0), bins
+    bins = enc.sampled_bins[i, : job.count]
+    return np.repeat(enc.hint_mask[i : i + 1], job.count, axis=0), bins
 
 
 def describe_anchors(mask: np.ndarray, bins: np.ndarray) -> list[Anchor]:
@@ -117,7 +125,8 @@ def run(engine: Engine, jobs: Sequence[Job]) -> list[list[Output]]:
     if not jobs:
         return []
     l_norm = np.concatenate([colorspace.preprocess(j.rgb) for j in jobs])
-    enc = engine.encode(l_norm)
+    n_tokens = (l_norm.shape[-1] // 16) ** 2
+    enc = engine.encode(l_norm, init_rows(jobs, n_tokens))
     if len(enc) != len(jobs):
         raise RuntimeError(f"engine returned {len(enc)} encoder rows for {len(jobs)} images")
     rows: list[int] = []

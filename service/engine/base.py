@@ -22,10 +22,12 @@ class Encoded:
     enc_out: np.ndarray  # (N, C, L) colour-modeler features (k-means input)
     pal_logit: np.ndarray  # (N, 313, L) colour-bin logits per token
     spixel_sizes: np.ndarray  # (N, L) hard superpixel sizes / s^2
+    hint_mask: np.ndarray  # (N, L) k-means anchors for the given init indices (0/1, rarely 2)
+    sampled_bins: np.ndarray  # (N, levels, L) anchor colour bin per token, diversity T = 0..9
 
     def __post_init__(self) -> None:
         n = self.affinity.shape[0]
-        for name in ("tokens", "enc_out", "pal_logit", "spixel_sizes"):
+        for name in ("tokens", "enc_out", "pal_logit", "spixel_sizes", "hint_mask", "sampled_bins"):
             got = getattr(self, name).shape[0]
             if got != n:
                 raise ValueError(f"encoder output {name} has batch {got}, affinity has {n}")
@@ -36,13 +38,7 @@ class Encoded:
     def take(self, rows: np.ndarray | list[int]) -> Encoded:
         """Rows of the batch, e.g. one image repeated K times for K diverse results."""
         idx = np.asarray(rows, dtype=np.int64)
-        return Encoded(
-            self.affinity[idx],
-            self.tokens[idx],
-            self.enc_out[idx],
-            self.pal_logit[idx],
-            self.spixel_sizes[idx],
-        )
+        return Encoded(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
 class Engine(Protocol):
@@ -51,8 +47,9 @@ class Engine(Protocol):
     name: str  # "torch", "onnx", "tensorrt"
     input_size: int  # square model input, pixels (256)
 
-    def encode(self, l_norm: np.ndarray) -> Encoded:
-        """l_norm (N, 1, S, S) float32 -> encoder outputs for the N images."""
+    def encode(self, l_norm: np.ndarray, init_idx: np.ndarray) -> Encoded:
+        """l_norm (N, 1, S, S) float32, k-means init token indices (N, K) int64 (-1 pads rows
+        that want fewer anchors) -> encoder outputs and anchors for the N images."""
         ...
 
     def generate(

@@ -1,0 +1,144 @@
+"""ONNX Runtime engine: serves a model repository written by `disco export`, without torch.
+
+CPUExecutionProvider by default; CUDA / TensorRT execution providers when they are installed
+and asked for. Sessions are built once (the API / worker lifespan owns the engine) and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import Encoded
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+class ModelRepositoryError(ValueError):
+    """The model folder is missing, incomplete or from an incompatible exporter."""
+
+
+def load_manifest(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / "manifest.json"
+    if not path.is_file():
+        raise ModelRepositoryError(
+            f"{model_dir} is not a model repository (no manifest.json): create one with "
+            "`disco export --checkpoint PATH --out DIR`"
+        )
+    manifest = json.loads(path.read_text())
+    for key in ("encoder", "generator"):
+        f = Path(model_dir) / manifest["graphs"][key]["file"]
+        if not f.is_file():
+            raise ModelRepositoryError(f"{model_dir}: {f.name} listed in the manifest is missing")
+    return manifest
+
+
+def pick_providers(requested: str | None = None) -> list[str]:
+    """'cpu', 'cuda', 'tensorrt' or None (= best available); always falls back to CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = {
+        None: [p for p in GPU_PROVIDERS if p in available],
+        "cpu": [],
+        "cuda": ["CUDAExecutionProvider"],
+        "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+    }[requested]
+    missing = [p for p in wanted if p not in available]
+    if requested not in (None, "cpu") and missing:
+        raise RuntimeError(f"{missing[0]} is not available in this onnxruntime ({available})")
+    return [*wanted, "CPUExecutionProvider"]
+
+
+class OnnxEngine:
+    name = "onnx"
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        providers: str | None = "cpu",
+        intra_op_threads: int | None = None,
+        inter_op_threads: int | None = 1,
+        variant: str | None = None,
+    ):
+        import onnxruntime as ort
+
+        self.model_dir = Path(model_dir)
+        self.manifest = load_manifest(self.model_dir)
+        self.input_size = int(self.manifest["input_size"])
+        self.levels = int(self.manifest["diverse_levels"])
+        self.variant = variant or self.manifest.get("precision", "fp32")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = intra_op_threads or int(os.environ.get("DISCO_THREADS", "0") or 0)
+        if inter_op_threads:
+            so.inter_op_num_threads = inter_op_threads
+        if self.manifest.get("custom_ops"):
+            from .plugin import register
+
+            so.register_custom_ops_library(register())
+        files = self._files(variant)
+        self.providers = pick_providers(providers)
+        self.encoder = ort.InferenceSession(str(files["encoder"]), so, providers=self.providers)
+        self.generator = ort.InferenceSession(str(files["generator"]), so, providers=self.providers)
+
+    def _files(self, variant: str | None) -> dict[str, Path]:
+        graphs = self.manifest["graphs"]
+        if variant and variant != self.manifest.get("precision", "fp32"):
+            try:
+                graphs = {**graphs, **self.manifest["variants"][variant]["graphs"]}
+            except KeyError:
+                known = sorted(self.manifest.get("variants", {}))
+                msg = f"no {variant!r} variant in {self.model_dir} (has {known})"
+                raise ModelRepositoryError(msg) from None
+        return {k: self.model_dir / v["file"] for k, v in graphs.items()}
+
+    @property
+    def info(self) -> dict[str, str]:
+        m = self.manifest
+        return {"name": m["name"], "version": str(m["version"]), "engine": self.name,
+                "precision": self.variant, "providers": ",".join(self.providers)}  # fmt: skip
+
+    def encode(self, l_norm: np.ndarray, init_idx: np.ndarray) -> Encoded:
+        outs = self.encoder.run(
+            None,
+            {"l_norm": np.ascontiguousarray(l_norm, np.float32),
+             "init_idx": np.ascontiguousarray(init_idx, np.int64)},
+        )  # fmt: skip
+        named = dict(zip((o.name for o in self.encoder.get_outputs()), outs, strict=True))
+        return Encoded(
+            named["affinity"], named["tokens"], named["enc_out"], named["pal_logit"],
+            named["spixel_sizes"], named["hint_mask"], named["sampled_bins"],
+        )  # fmt: skip
+
+    def generate(
+        self,
+        l_norm: np.ndarray,
+        affinity: np.ndarray,
+        tokens: np.ndarray,
+        hint_mask: np.ndarray,
+        hint_bins: np.ndarray,
+    ) -> np.ndarray:
+        feeds = {
+            "l_norm": np.ascontiguousarray(l_norm, np.float32),
+            "affinity": np.ascontiguousarray(affinity, np.float32),
+            "tokens": np.ascontiguousarray(tokens, np.float32),
+            "hint_mask": np.ascontiguousarray(hint_mask, np.float32),
+            "hint_bins": np.ascontiguousarray(hint_bins, np.int64),
+        }
+        (ab,) = self.generator.run(None, feeds)
+        return ab
+
+    def warmup(self, batch: int = 1) -> None:
+        """One full pass so the first request does not pay for lazy allocations."""
+        s = self.input_size
+        n_tokens = (s // 16) ** 2
+        init = np.tile(np.arange(8, dtype=np.int64), (batch, 1))
+        enc = self.encode(np.zeros((batch, 1, s, s), np.float32), init)
+        self.generate(np.zeros((batch, 1, s, s), np.float32), enc.affinity, enc.tokens,
+                      enc.hint_mask, enc.sampled_bins[:, 0].reshape(batch, n_tokens))  # fmt: skip
