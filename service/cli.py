@@ -265,6 +265,133 @@ def export_cmd(
     )
 
 
+class ServeEngine(StrEnum):
+    onnx = "onnx"
+    tensorrt = "tensorrt"
+
+
+def _settings(**overrides: object):
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    try:
+        return Settings.with_overrides(**overrides)
+    except ValidationError as e:
+        raise typer.BadParameter(str(e)) from e
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [DISCO_HOST, 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [DISCO_PORT, 8000].")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model repository from `disco export` [DISCO_MODEL_DIR].")
+    ] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(help="memory:// (embedded worker) or redis://HOST:PORT/DB [DISCO_QUEUE_URL]."),
+    ] = None,
+    engine: Annotated[
+        ServeEngine | None, typer.Option(help="Embedded engine [DISCO_ENGINE].")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Engine threads, 0 = all [DISCO_THREADS].")
+    ] = None,
+    max_batch: Annotated[
+        int | None, typer.Option(help="Embedded worker batch [DISCO_MAX_BATCH].")
+    ] = None,
+    max_wait_ms: Annotated[
+        float | None, typer.Option(help="Batch fill wait [DISCO_MAX_WAIT_MS].")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the HTTP API. With memory:// (the default) it also runs the batching worker."""
+    import uvicorn
+
+    from service.api import create_app
+
+    settings = _settings(
+        host=host, port=port, model_dir=model, queue_url=queue, threads=threads,
+        engine=engine.value if engine else None, max_batch=max_batch, max_wait_ms=max_wait_ms,
+    )  # fmt: skip
+    typer.echo(
+        f"disco serve: http://{settings.host}:{settings.port} queue={settings.queue_url} "
+        f"model={settings.model_dir} engine={settings.engine}",
+        err=True,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(settings.job_completion_wait_s) + 5,
+    )
+
+
+@app.command()
+def worker(
+    queue: Annotated[
+        str | None, typer.Option(help="redis://HOST:PORT/DB [DISCO_QUEUE_URL].")
+    ] = None,
+    model: Annotated[Path | None, typer.Option(help="Model repository [DISCO_MODEL_DIR].")] = None,
+    max_batch: Annotated[
+        int | None, typer.Option(help="Jobs per batch [DISCO_MAX_BATCH, 8].")
+    ] = None,
+    max_wait_ms: Annotated[
+        float | None, typer.Option(help="Batch fill wait [DISCO_MAX_WAIT_MS, 10].")
+    ] = None,
+    engine: Annotated[ServeEngine | None, typer.Option(help="Engine [DISCO_ENGINE, onnx].")] = None,
+    threads: Annotated[int | None, typer.Option(help="Engine threads [DISCO_THREADS].")] = None,
+    metrics_port: Annotated[
+        int, typer.Option(help="Prometheus metrics port of this worker (0 = off).")
+    ] = 9100,
+) -> None:
+    """Run a batching worker on a shared Redis queue (any number, on any hosts)."""
+    import asyncio
+    import logging
+
+    from prometheus_client import start_http_server
+
+    from service.batch_handler import ColorizeHandler
+    from service.engine.factory import open_engine
+    from service.monitoring import Monitor
+    from service.queue import Worker, open_queue
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = _settings(
+        queue_url=queue, model_dir=model, max_batch=max_batch, max_wait_ms=max_wait_ms,
+        engine=engine.value if engine else None, threads=threads,
+    )  # fmt: skip
+    if settings.queue_backend != "redis":
+        raise typer.BadParameter("a worker needs --queue redis://... (memory:// runs inside serve)")
+    eng = open_engine(settings.engine, settings.model_dir, settings.threads)
+    getattr(eng, "warmup", lambda: None)()
+    monitor = Monitor()
+    monitor.set_model(getattr(eng, "info", {"engine": eng.name}))
+    if metrics_port:
+        start_http_server(metrics_port, registry=monitor.registry)
+
+    async def main() -> None:
+        q = open_queue(settings.queue_url, settings)
+        handler = ColorizeHandler(
+            eng, max_pixels=settings.max_pixels, observe=monitor.observe_stage
+        )
+        w = Worker.from_settings(
+            queue=q, handler=handler, settings=settings, on_batch=monitor.on_batch
+        )
+        monitor.watch_worker(w)
+        typer.echo(f"disco worker {w.name}: {settings.queue_url} batch={w.max_batch}", err=True)
+        try:
+            await w.run(install_signal_handlers=True)
+        finally:
+            await q.close()
+
+    asyncio.run(main())
+
+
 @app.command("test-checkpoint")
 def test_checkpoint(
     out: Annotated[Path, typer.Argument(help="Where to write the checkpoint (.pth.tar).")],

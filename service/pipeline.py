@@ -8,10 +8,12 @@ output at the input's own resolution. Torch-free; the engine is anything with `e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -120,15 +122,38 @@ def compose(job: Job, l_norm: np.ndarray, ab_norm: np.ndarray) -> np.ndarray:
     return colorspace.lab_to_srgb_uint8(l_full, ab_full)
 
 
-def run(engine: Engine, jobs: Sequence[Job]) -> list[list[Output]]:
+class Timer:
+    """Accumulates wall time per stage (seconds), for Server-Timing and metrics."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def encode_batch(engine: Engine, jobs: Sequence[Job], timer: Timer) -> tuple[np.ndarray, Encoded]:
+    with timer("preprocess"):
+        l_norm = np.concatenate([colorspace.preprocess(j.rgb) for j in jobs])
+    n_tokens = (l_norm.shape[-1] // 16) ** 2
+    with timer("encoder"):
+        enc = engine.encode(l_norm, init_rows(jobs, n_tokens))
+    if len(enc) != len(jobs):
+        raise RuntimeError(f"engine returned {len(enc)} encoder rows for {len(jobs)} images")
+    return l_norm, enc
+
+
+def run(engine: Engine, jobs: Sequence[Job], timer: Timer | None = None) -> list[list[Output]]:
     """Colorize a batch: one encoder row per job, `count` generator rows per job."""
     if not jobs:
         return []
-    l_norm = np.concatenate([colorspace.preprocess(j.rgb) for j in jobs])
-    n_tokens = (l_norm.shape[-1] // 16) ** 2
-    enc = engine.encode(l_norm, init_rows(jobs, n_tokens))
-    if len(enc) != len(jobs):
-        raise RuntimeError(f"engine returned {len(enc)} encoder rows for {len(jobs)} images")
+    timer = timer or Timer()
+    l_norm, enc = encode_batch(engine, jobs, timer)
     rows: list[int] = []
     masks, bins = [], []
     for i, job in enumerate(jobs):
@@ -139,12 +164,58 @@ def run(engine: Engine, jobs: Sequence[Job]) -> list[list[Output]]:
     mask_rows = np.concatenate(masks).astype(np.float32)
     bin_rows = np.concatenate(bins).astype(np.int64)
     take = np.asarray(rows)
-    ab = engine.generate(l_norm[take], enc.affinity[take], enc.tokens[take], mask_rows, bin_rows)
+    with timer("generator"):
+        ab = engine.generate(
+            l_norm[take], enc.affinity[take], enc.tokens[take], mask_rows, bin_rows
+        )
     if ab.shape[0] != len(rows):
         raise RuntimeError(f"engine returned {ab.shape[0]} generator rows for {len(rows)}")
     results: list[list[Output]] = [[] for _ in jobs]
-    for r, i in enumerate(rows):
-        job = jobs[i]
-        image = compose(job, l_norm[i], ab[r])
-        results[i].append(Output(image, ab[r], describe_anchors(mask_rows[r], bin_rows[r])))
+    with timer("compose"):
+        for r, i in enumerate(rows):
+            image = compose(jobs[i], l_norm[i], ab[r])
+            results[i].append(Output(image, ab[r], describe_anchors(mask_rows[r], bin_rows[r])))
     return results
+
+
+def automatic_anchors(
+    engine: Engine, jobs: Sequence[Job], timer: Timer | None = None, top: int = 5
+) -> list[list[dict[str, Any]]]:
+    """The k-means anchors of each image with their top colour candidates, to edit as hints.
+
+    Per anchor: token, row/col, x/y (fractions of width/height, cell centre), superpixel size
+    (pixels / 256), and the `top` most probable bins with their probabilities.
+    """
+    timer = timer or Timer()
+    _, enc = encode_batch(engine, jobs, timer)
+    q = q_to_ab()
+    grid = round(enc.spixel_sizes.shape[1] ** 0.5)
+    out = []
+    for i in range(len(jobs)):
+        logit = enc.pal_logit[i].astype(np.float64)  # (313, L)
+        prob = np.exp(logit - logit.max(0))
+        prob /= prob.sum(0)
+        anchors = []
+        for t in np.flatnonzero(enc.hint_mask[i]):
+            best = np.argsort(-prob[:, t], kind="stable")[:top]
+            r, c = divmod(int(t), grid)
+            anchors.append({
+                "token": int(t), "row": r, "col": c,
+                "x": (c + 0.5) / grid, "y": (r + 0.5) / grid,
+                "superpixel_size": float(enc.spixel_sizes[i, t]),
+                "candidates": [
+                    {"bin": int(b), "ab": [float(q[b, 0]), float(q[b, 1])],
+                     "color": ab_to_hex(float(q[b, 0]), float(q[b, 1])),
+                     "probability": float(prob[b, t])}
+                    for b in best
+                ],
+            })  # fmt: skip
+        out.append(anchors)
+    return out
+
+
+def ab_to_hex(a: float, b: float, lightness: float = 60.0) -> str:
+    """A displayable sRGB hex for an ab bin (at a mid lightness; hints only use its a, b)."""
+    px = colorspace.lab_to_srgb_uint8(np.full((1, 1), lightness, np.float32),
+                                      np.array([[[a]], [[b]]], np.float32))[0, 0]  # fmt: skip
+    return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in px))

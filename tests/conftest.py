@@ -109,6 +109,7 @@ class RedisServerProcess:
                 lines.append(raw.decode(errors="replace").rstrip())
                 if "Ready to accept connections" in lines[-1]:
                     ready.set()
+            stream.close()
 
         threading.Thread(target=drain, args=(self.proc.stdout,), daemon=True).start()
         if not ready.wait(timeout_s):
@@ -154,3 +155,13 @@ def redis_server_factory(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory, tiny_model):
+    """A model repository of `tiny_model`: real ONNX Runtime sessions, fast enough for API tests."""
+    from export.onnx_export import export_repository
+
+    out = tmp_path_factory.mktemp("repo") / "tiny"
+    export_repository(tiny_model, out, name="tiny-test", version="0")
+    return out

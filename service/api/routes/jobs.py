@@ -1,0 +1,76 @@
+"""GET /jobs/{id} (status), GET /jobs/{id}/result[/{k}], DELETE /jobs/{id} (cancel)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from fastapi.responses import Response
+
+from service.params import JobKind
+from service.queue import JobInfo, JobStatus
+
+from ..deps import QueueDep, RuntimeDep
+from ..errors import ApiError
+from ..responses import raise_for_job, result_response
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+JobId = Annotated[str, Path(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+async def _info(queue: QueueDep, job_id: str) -> JobInfo:
+    info = await queue.info(job_id)
+    if info is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id} (unknown, or its result expired)")
+    return info
+
+
+def _links(info: JobInfo) -> dict[str, Any]:
+    links: dict[str, Any] = {"self": f"/jobs/{info.id}"}
+    if info.status is JobStatus.DONE:
+        links["result"] = f"/jobs/{info.id}/result"
+        if info.kind == JobKind.diverse:
+            links["results"] = [f"/jobs/{info.id}/result/{k}" for k in range(info.n_outputs)]
+    return links
+
+
+@router.get("/{job_id}", responses={404: {"description": "Unknown or expired job"}})
+async def job_status(job_id: JobId, queue: QueueDep) -> dict[str, Any]:
+    """Status (queued, running, done, failed, expired, cancelled), timings and result links."""
+    info = await _info(queue, job_id)
+    return {**info.to_dict(), "links": _links(info)}
+
+
+async def _result(queue: QueueDep, job_id: str, index: int | None) -> Response:
+    info = await _info(queue, job_id)
+    raise_for_job(info)
+    result = await queue.result(job_id)
+    if result is None:
+        raise ApiError(404, "job_not_found", f"the result of job {job_id} expired")
+    return result_response(info, result, index)
+
+
+@router.get("/{job_id}/result", responses={409: {"description": "Not finished yet"}})
+async def job_result(job_id: JobId, queue: QueueDep) -> Response:
+    """The result: image bytes (colorize), JSON (diverse: all results; anchors)."""
+    return await _result(queue, job_id, None)
+
+
+@router.get("/{job_id}/result/{index}")
+async def job_result_k(
+    job_id: JobId, queue: QueueDep, index: Annotated[int, Path(ge=0, le=63)]
+) -> Response:
+    """The k-th image of a diverse job (k = 0 for a single one)."""
+    return await _result(queue, job_id, index)
+
+
+@router.delete("/{job_id}", responses={409: {"description": "Already started or finished"}})
+async def cancel_job(job_id: JobId, queue: QueueDep, rt: RuntimeDep) -> dict[str, Any]:
+    """Cancel a job that has not started; a running or finished job cannot be cancelled."""
+    info = await _info(queue, job_id)
+    if not await queue.cancel(job_id):
+        raise ApiError(
+            409, "not_cancellable", f"job {job_id} is {info.status.value}", job_status=info.status.value
+        )
+    rt.monitor.jobs.labels("cancelled").inc()
+    return {"id": job_id, "status": JobStatus.CANCELLED.value}

@@ -1,0 +1,96 @@
+"""Reading the uploaded image: multipart field `image` or a raw `image/*` body.
+
+Limits are enforced before the bytes are decoded: the declared Content-Length, the bytes
+actually read, then the dimensions from the image header (a decompression bomb is refused
+before any pixel is decoded). Full decoding happens in the worker.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+from fastapi import Request
+from PIL import Image, UnidentifiedImageError
+from starlette.datastructures import UploadFile
+
+from service.settings import Settings
+
+from .errors import ApiError
+
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and small form fields around the file
+
+
+async def read_upload(request: Request, settings: Settings) -> tuple[bytes, dict[str, Any]]:
+    """The image bytes and any other form fields (options may come as form fields)."""
+    limit = settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+        raise _too_large(int(declared), limit)
+    fields: dict[str, Any] = {}
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=32)
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "missing_image", "multipart body needs a file field named 'image'")
+        data = await upload.read(limit + 1)
+        fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}
+    elif ctype.startswith("image/") or ctype == "application/octet-stream":
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > limit:
+                break
+        data = bytes(data)
+    elif not ctype:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the image as multipart field 'image' or as a raw image/* body",
+        )
+    else:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"content type {ctype!r}: use multipart/form-data or image/*",
+        )
+    if len(data) > limit:
+        raise _too_large(len(data), limit)
+    if not data:
+        raise ApiError(400, "empty_image", "the image is empty")
+    check_header(data, settings.max_pixels)
+    return data, fields
+
+
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError(
+        413, "payload_too_large", f"upload of {size} bytes exceeds the limit of {limit} bytes"
+    )
+
+
+def check_header(data: bytes, max_pixels: int) -> None:
+    """Identify the format and the declared size from the header alone."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            fmt = img.format
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ApiError(
+            415,
+            "unsupported_image",
+            f"not a supported image (PNG, JPEG, WebP, BMP, GIF, TIFF): {e}",
+        ) from e
+    except Image.DecompressionBombError as e:
+        raise ApiError(413, "image_too_large", str(e)) from e
+    if w <= 0 or h <= 0:
+        raise ApiError(400, "bad_image", f"{fmt} image declares an empty size {w}x{h}")
+    if w * h > max_pixels:
+        raise ApiError(
+            413,
+            "image_too_large",
+            f"{fmt} image of {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}",
+        )

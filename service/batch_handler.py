@@ -1,0 +1,126 @@
+"""The worker's batch handler: queued jobs -> decode -> pipeline (engine) -> encoded images.
+
+Runs in a worker thread (`asyncio.to_thread`): decoding, the engine (ONNX Runtime releases the
+GIL), full-resolution compose and image encoding are CPU work that must never block an event
+loop. One handler serves one engine; the worker calls it with one batch at a time.
+A job whose input is bad fails alone with a clear error code; the rest of the batch runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+from PIL import Image
+from pydantic import ValidationError
+
+from service import pipeline
+from service.engine.base import Engine
+from service.imageio import ImageDecodeError, ImageTooLarge, decode_image
+from service.params import CONTENT_TYPES, ColorizeParams, ImageFormat, JobKind
+from service.queue.jobs import JobDef, JobResult
+
+# Error codes a job can fail with (the API maps them to HTTP statuses).
+ERR_PARAMS = "invalid_params"
+ERR_IMAGE = "unsupported_image"
+ERR_TOO_LARGE = "image_too_large"
+ERR_KIND = "unknown_kind"
+
+StageObserver = Callable[[str, float], None]
+
+
+def encode_image(rgb: Any, fmt: ImageFormat, quality: int | None) -> bytes:
+    """Pillow (libjpeg-turbo, libwebp, zlib) with settings tuned for serving latency."""
+    buf = io.BytesIO()
+    img = Image.fromarray(rgb)
+    if fmt is ImageFormat.png:
+        img.save(buf, "PNG", compress_level=3)
+    elif fmt is ImageFormat.jpeg:
+        img.save(buf, "JPEG", quality=quality or 90, subsampling=0 if (quality or 90) >= 90 else 2)
+    else:
+        img.save(buf, "WEBP", quality=quality or 90, method=3)
+    return buf.getvalue()
+
+
+class ColorizeHandler:
+    """Batch handler for the colorize / diverse / anchors job kinds."""
+
+    def __init__(
+        self, engine: Engine, *, max_pixels: int, observe: StageObserver | None = None
+    ) -> None:
+        self.engine = engine
+        self.max_pixels = max_pixels
+        self.observe = observe or (lambda stage, seconds: None)
+
+    async def __call__(self, jobs: list[JobDef]) -> list[JobResult | Exception]:
+        return await asyncio.to_thread(self.process, jobs)
+
+    def _prepare(self, job: JobDef) -> pipeline.Job | JobResult:
+        try:
+            params = ColorizeParams.model_validate(job.params)
+        except ValidationError as e:
+            return JobResult.failure(ERR_PARAMS, f"invalid options: {e.errors()[0]['msg']}")
+        if job.kind not in {k.value for k in JobKind}:
+            return JobResult.failure(ERR_KIND, f"unknown job kind {job.kind!r}")
+        start = time.perf_counter()
+        try:
+            rgb = decode_image(job.payload, max_pixels=self.max_pixels)
+        except ImageTooLarge as e:
+            return JobResult.failure(ERR_TOO_LARGE, str(e))
+        except ImageDecodeError as e:
+            return JobResult.failure(ERR_IMAGE, str(e))
+        self.observe("decode", time.perf_counter() - start)
+        seed = params.seed if params.seed is not None else pipeline.seed_from_bytes(job.payload)
+        count = params.count if job.kind == JobKind.diverse else 1
+        try:
+            return pipeline.Job(rgb, seed, params.anchors, count, params.hints, params.size.value)
+        except ValueError as e:
+            return JobResult.failure(ERR_PARAMS, str(e))
+
+    def process(self, jobs: list[JobDef]) -> list[JobResult | Exception]:
+        results: list[JobResult | Exception | None] = [None] * len(jobs)
+        prepared: dict[str, list[tuple[int, pipeline.Job]]] = {"images": [], "anchors": []}
+        for i, job in enumerate(jobs):
+            p = self._prepare(job)
+            if isinstance(p, JobResult):
+                results[i] = p
+            else:
+                prepared["anchors" if job.kind == JobKind.anchors else "images"].append((i, p))
+
+        if prepared["images"]:
+            timer = pipeline.Timer()
+            idx, pjobs = zip(*prepared["images"], strict=True)
+            outputs = pipeline.run(self.engine, pjobs, timer)
+            compute = dict(timer.seconds)
+            self.observe("compute", compute.get("encoder", 0) + compute.get("generator", 0))
+            for i, outs in zip(idx, outputs, strict=True):
+                params = ColorizeParams.model_validate(jobs[i].params)
+                start = time.perf_counter()
+                blobs = [encode_image(o.image, params.format, params.quality) for o in outs]
+                encode_s = time.perf_counter() - start
+                self.observe("encode", encode_s)
+                h, w = outs[0].image.shape[:2]
+                results[i] = JobResult.ok(
+                    blobs,
+                    content_type=CONTENT_TYPES[params.format],
+                    width=w,
+                    height=h,
+                    anchors=[[a.__dict__ for a in o.anchors] for o in outs],
+                    timings={**{f"{k}_s": v for k, v in compute.items()}, "encode_s": encode_s},
+                )
+        if prepared["anchors"]:
+            timer = pipeline.Timer()
+            idx, pjobs = zip(*prepared["anchors"], strict=True)
+            described = pipeline.automatic_anchors(self.engine, pjobs, timer)
+            self.observe("compute", timer.seconds.get("encoder", 0))
+            for i, anchors in zip(idx, described, strict=True):
+                h, w = pjobs[idx.index(i)].rgb.shape[:2]
+                results[i] = JobResult.ok(
+                    [], content_type="application/json", width=w, height=h, anchors=anchors,
+                    timings={f"{k}_s": v for k, v in timer.seconds.items()},
+                )  # fmt: skip
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
