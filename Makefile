@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint format clean
+.PHONY: install model serve test lint format clean
 
 install: $(STAMP)
 
@@ -18,14 +18,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# Until the HTTP service lands this colorizes the bundled sample with the CLI (see README).
-serve: install
+# The bundled demo model, exported to an ONNX model repository by `disco export` in the build.
+MODEL_CKPT ?= models/disco-demo/disco-demo.pth.tar
+MODEL_REPO ?= artifacts/models/disco-demo
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+ifeq ($(wildcard $(MODEL_CKPT)),)
+$(MODEL_REPO)/manifest.json: | $(STAMP)
 	@echo "================================================================================"
-	@echo " make serve: the HTTP service is not built yet; colorizing the bundled sample"
-	@echo " with the DETERMINISTIC TEST WEIGHTS instead (they do not colorize meaningfully)."
+	@echo " $(MODEL_CKPT) not found: exporting the deterministic TEST weights instead."
+	@echo " They exercise the service but DO NOT colorize meaningfully."
 	@echo "================================================================================"
-	$(BIN)/disco colorize service/data/samples -o out/sample --diverse 3 --save-ab
-	@echo "results in out/sample/"
+	$(BIN)/disco export --out $(MODEL_REPO) --name disco-test-seed0
+else
+$(MODEL_REPO)/manifest.json: $(MODEL_CKPT) | $(STAMP)
+	$(BIN)/disco export --checkpoint $(MODEL_CKPT) --out $(MODEL_REPO) --name disco-demo
+endif
+
+model: $(MODEL_REPO)/manifest.json
+
+# The embedded default: in-process queue, in-process batching worker, ONNX Runtime on CPU.
+serve: install model
+	$(BIN)/disco serve --model $(MODEL_REPO) --queue memory:// --host $(HOST) --port $(PORT)
 
 test: install
 	scripts/with-redis.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
