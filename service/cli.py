@@ -224,12 +224,9 @@ def export_cmd(
     ] = False,
 ) -> None:
     """Export a checkpoint to an ONNX model repository, verified against torch."""
-    import torch
-
     from export.model.checkpoint import load_checkpoint, test_weights_model
     from export.onnx_export import ExportError, export_repository
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     if quantize not in (None, "int8"):
         raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
     if checkpoint is None:

@@ -57,15 +57,24 @@ def test_colorize_multipart_keeps_size_and_lightness(client, gray_photo):
 
 
 def test_raw_body_formats_and_determinism(client, gray_photo):
-    a = client.post("/colorize?format=jpeg&quality=80", content=gray_photo,
-                    headers={"content-type": "image/png"})  # fmt: skip
+    a = client.post(
+        "/colorize?format=jpeg&quality=80",
+        content=gray_photo,
+        headers={"content-type": "image/png"},
+    )
     assert a.status_code == 200 and a.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(a.content)).format == "JPEG"
-    b = client.post("/colorize?format=jpeg&quality=80", content=gray_photo,
-                    headers={"content-type": "image/png"})  # fmt: skip
+    b = client.post(
+        "/colorize?format=jpeg&quality=80",
+        content=gray_photo,
+        headers={"content-type": "image/png"},
+    )
     assert a.content == b.content  # the default seed comes from the image bytes
-    w = client.post("/colorize?format=webp&size=model", content=gray_photo,
-                    headers={"content-type": "image/png"})  # fmt: skip
+    w = client.post(
+        "/colorize?format=webp&size=model",
+        content=gray_photo,
+        headers={"content-type": "image/png"},
+    )
     assert Image.open(io.BytesIO(w.content)).size == (256, 256)
 
 
@@ -95,19 +104,26 @@ def test_anchors_then_hints(client, gray_photo):
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
     hints = [{"token": x["token"], "ab": x["candidates"][-1]["ab"]} for x in anchors]
     auto = client.post("/colorize?anchors=5", files={"image": ("c.png", gray_photo)})
-    steered = client.post("/colorize", files={"image": ("c.png", gray_photo)},
-                          data={"hints": json.dumps(hints)})  # fmt: skip
+    steered = client.post(
+        "/colorize", files={"image": ("c.png", gray_photo)}, data={"hints": json.dumps(hints)}
+    )
     assert steered.status_code == 200, steered.text
     assert steered.content != auto.content
 
 
 def test_async_job_lifecycle(client, gray_photo):
-    r = client.post("/colorize", files={"image": ("c.png", gray_photo)},
-                    headers={"Prefer": "respond-async", "Idempotency-Key": "k-1"})  # fmt: skip
+    r = client.post(
+        "/colorize",
+        files={"image": ("c.png", gray_photo)},
+        headers={"Prefer": "respond-async", "Idempotency-Key": "k-1"},
+    )
     assert r.status_code == 202 and r.headers["location"] == f"/jobs/{r.json()['id']}"
     job_id = r.json()["id"]
-    again = client.post("/colorize", files={"image": ("c.png", gray_photo)},
-                        headers={"Prefer": "respond-async", "Idempotency-Key": "k-1"})  # fmt: skip
+    again = client.post(
+        "/colorize",
+        files={"image": ("c.png", gray_photo)},
+        headers={"Prefer": "respond-async", "Idempotency-Key": "k-1"},
+    )
     assert again.json()["id"] == job_id
     queue = client.app.state.runtime.queue
     info = client.portal.call(queue.wait, job_id, 30.0)
@@ -144,8 +160,11 @@ def test_limits_and_bad_options(client, gray_photo):
     assert r.status_code == 413 and r.json()["error"]["code"] == "image_too_large"
     r = client.post("/colorize?anchors=100", files={"image": ("c.png", gray_photo)})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
-    r = client.post("/colorize", files={"image": ("c.png", gray_photo)},
-                    data={"hints": '[{"token": 999, "ab": [1, 2]}]'})  # fmt: skip
+    r = client.post(
+        "/colorize",
+        files={"image": ("c.png", gray_photo)},
+        data={"hints": '[{"token": 999, "ab": [1, 2]}]'},
+    )
     assert r.status_code == 400 and "token" in r.json()["error"]["message"]
     r = client.post("/colorize", files={"other": ("c.png", gray_photo)})
     assert r.status_code == 400 and r.json()["error"]["code"] == "missing_image"
@@ -154,18 +173,33 @@ def test_limits_and_bad_options(client, gray_photo):
 def test_metrics_exposed(client, gray_photo):
     client.post("/colorize", files={"image": ("c.png", gray_photo)})
     text = client.get("/metrics").text
-    for name in ("disco_http_requests_total", "disco_http_request_duration_seconds_bucket",
-                 "disco_queue_depth", "disco_batch_size_bucket", "disco_stage_duration_seconds",
-                 "disco_model_info", "disco_worker_jobs_reclaimed_total", "disco_jobs_total"):  # fmt: skip
+    for name in (
+        "disco_http_requests_total",
+        "disco_http_request_duration_seconds_bucket",
+        "disco_queue_depth",
+        "disco_batch_size_bucket",
+        "disco_stage_duration_seconds",
+        "disco_model_info",
+        "disco_worker_jobs_reclaimed_total",
+        "disco_jobs_total",
+    ):
         assert name in text, name
     assert 'stage="decode"' in text and 'stage="encode"' in text and 'stage="compute"' in text
 
 
 def test_openapi_lists_every_endpoint(client):
     paths = client.get("/openapi.json").json()["paths"]
-    for p in ("/colorize", "/colorize/diverse", "/anchors", "/jobs/{job_id}",
-              "/jobs/{job_id}/result", "/jobs/{job_id}/result/{index}", "/healthz", "/readyz",
-              "/metrics"):  # fmt: skip
+    for p in (
+        "/colorize",
+        "/colorize/diverse",
+        "/anchors",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/result",
+        "/jobs/{job_id}/result/{index}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert p in paths, p
     body = paths["/colorize"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "image/*"} <= body.keys()

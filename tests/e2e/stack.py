@@ -61,22 +61,49 @@ class Stack:
         return subprocess.Popen(cmd, cwd=ROOT, env={**self.env, **extra}, stdout=log, stderr=log)
 
     def start_api(self, **env: str) -> Stack:
-        self.api = self._spawn("api", ["serve", "--port", str(self.port), "--queue", self.redis_url,
-                                       "--model", str(self.model_dir), "--log-level", "warning"], env)  # fmt: skip
+        self.api = self._spawn(
+            "api",
+            [
+                "serve",
+                "--port",
+                str(self.port),
+                "--queue",
+                self.redis_url,
+                "--model",
+                str(self.model_dir),
+                "--log-level",
+                "warning",
+            ],
+            env,
+        )
         wait_until(
             lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200, 60, "API"
         )
         return self
 
     def start_worker(self, name: str, **env: str) -> subprocess.Popen[bytes]:
-        proc = self._spawn(name, ["worker", "--queue", self.redis_url, "--model", str(self.model_dir),
-                                  "--metrics-port", "0"], {"DISCO_WORKER_NAME": name, **env})  # fmt: skip
+        proc = self._spawn(
+            name,
+            [
+                "worker",
+                "--queue",
+                self.redis_url,
+                "--model",
+                str(self.model_dir),
+                "--metrics-port",
+                "0",
+            ],
+            {"DISCO_WORKER_NAME": name, **env},
+        )
         self.workers[name] = proc
         return proc
 
     def wait_ready(self, timeout_s: float = 60) -> None:
-        wait_until(lambda: httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200, timeout_s,
-                   "readyz")  # fmt: skip
+        wait_until(
+            lambda: httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200,
+            timeout_s,
+            "readyz",
+        )
 
     def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.workers[name]

@@ -26,16 +26,23 @@ def _image(i: int) -> bytes:
 @pytest.fixture
 def stack(tmp_path, tiny_repo, redis_server_factory):
     server = redis_server_factory()
-    s = Stack(server.url, tiny_repo, tmp_path, env={"DISCO_VISIBILITY_TIMEOUT_S": "2",
-                                                   "DISCO_MAX_BATCH": "4", "DISCO_MAX_WAIT_MS": "20"})  # fmt: skip
+    s = Stack(
+        server.url,
+        tiny_repo,
+        tmp_path,
+        env={"DISCO_VISIBILITY_TIMEOUT_S": "2", "DISCO_MAX_BATCH": "4", "DISCO_MAX_WAIT_MS": "20"},
+    )
     s.redis = server
     yield s
     s.stop()
 
 
 def _post_async(client: httpx.Client, i: int) -> str:
-    r = client.post("/colorize", content=_image(i), headers={"content-type": "image/png",
-                    "Prefer": "respond-async"})  # fmt: skip
+    r = client.post(
+        "/colorize",
+        content=_image(i),
+        headers={"content-type": "image/png", "Prefer": "respond-async"},
+    )
     assert r.status_code == 202, r.text
     return r.json()["id"]
 
@@ -103,8 +110,11 @@ def test_backpressure_deadline_and_cancel(stack):
     with httpx.Client(base_url=stack.url, timeout=30) as client:
         assert client.get("/readyz").json()["checks"]["workers"] == "no live worker"
         first, second = _post_async(client, 0), _post_async(client, 1)
-        r = client.post("/colorize", content=_image(2), headers={"content-type": "image/png",
-                        "Prefer": "respond-async"})  # fmt: skip
+        r = client.post(
+            "/colorize",
+            content=_image(2),
+            headers={"content-type": "image/png", "Prefer": "respond-async"},
+        )
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert client.delete(f"/jobs/{first}").json()["status"] == "cancelled"
         assert client.get(f"/jobs/{first}").json()["status"] == "cancelled"
@@ -131,5 +141,45 @@ def test_sigterm_drains_a_worker(stack):
         stack.kill_worker("w1", signal.SIGTERM)
         assert stack.workers["w1"].wait(timeout=40) == 0
         stack.start_worker("w2")
-        wait_until(lambda: all(client.get(f"/jobs/{i}").json()["status"] == "done" for i in ids), 60,
-                   "jobs after a drained worker")  # fmt: skip
+        wait_until(
+            lambda: all(client.get(f"/jobs/{i}").json()["status"] == "done" for i in ids),
+            60,
+            "jobs after a drained worker",
+        )
+
+
+def test_every_endpoint_in_redis_mode(stack):
+    import base64
+
+    import numpy as np
+
+    from service import colorspace
+
+    stack.start_api()
+    stack.start_worker("w1")
+    stack.wait_ready()
+    src = _image(5)
+    with httpx.Client(base_url=stack.url, timeout=60) as client:
+        r = client.post("/colorize", files={"image": ("a.png", src)})
+        assert r.status_code == 200, r.text
+        out = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+        inp = np.asarray(Image.open(io.BytesIO(src)).convert("RGB"))
+        assert out.shape == inp.shape
+        assert np.abs(colorspace.lightness(out) - colorspace.lightness(inp)).max() <= 1.0
+        d = client.post("/colorize/diverse?count=2", files={"image": ("a.png", src)})
+        assert d.status_code == 200 and len(d.json()["results"]) == 2
+        assert base64.b64decode(d.json()["results"][0]["image"]) == r.content
+        a = client.post("/anchors?anchors=4", files={"image": ("a.png", src)})
+        assert a.status_code == 200 and len(a.json()["anchors"]) == 4
+        job = client.post(
+            "/colorize/diverse",
+            files={"image": ("a.png", src)},
+            headers={"Prefer": "respond-async"},
+        ).json()["id"]
+        wait_until(lambda: client.get(f"/jobs/{job}").json()["status"] == "done", 60, "async job")
+        links = client.get(f"/jobs/{job}").json()["links"]
+        assert len(links["results"]) == 3
+        assert client.get(links["results"][2]).headers["content-type"] == "image/png"
+        assert len(client.get(f"/jobs/{job}/result").json()["results"]) == 3
+        assert client.delete(f"/jobs/{job}").status_code == 409
+        assert "disco_http_requests_total" in client.get("/metrics").text

@@ -70,7 +70,10 @@ async def cancel_job(job_id: JobId, queue: QueueDep, rt: RuntimeDep) -> dict[str
     info = await _info(queue, job_id)
     if not await queue.cancel(job_id):
         raise ApiError(
-            409, "not_cancellable", f"job {job_id} is {info.status.value}", job_status=info.status.value
+            409,
+            "not_cancellable",
+            f"job {job_id} is {info.status.value}",
+            job_status=info.status.value,
         )
     rt.monitor.jobs.labels("cancelled").inc()
     return {"id": job_id, "status": JobStatus.CANCELLED.value}

@@ -1,0 +1,144 @@
+"""Service settings: one pydantic-settings model, read from `DISCO_*` env vars and CLI overrides.
+
+Build it once at startup and pass it down (`create_app(settings)`, `Worker.from_settings(...)`);
+nothing here runs at import time. Every duration and size carries its unit in its name.
+
+    settings = Settings.with_overrides(queue_url=cli_queue, max_batch=cli_max_batch)  # None = unset
+
+Precedence (pydantic-settings): explicit keyword arguments (the CLI flags) > `DISCO_*` environment
+variables > defaults. Empty environment variables count as unset.
+
+Environment variable = `DISCO_` + the field name in capitals (defaults in brackets):
+
+* `DISCO_QUEUE_URL` [`memory://`]: `memory://` (in-process queue, the API runs the worker),
+  `redis://HOST:PORT/DB` or `rediss://HOST:PORT/DB` (TLS): the queue shared with `disco worker`s
+* `DISCO_MODEL_DIR` [`models`]: where the engine finds its model files
+* `DISCO_HOST`, `DISCO_PORT` [`127.0.0.1`, `8000`]: HTTP bind address
+* `DISCO_ENGINE` [`onnx`]: `onnx`, `tensorrt` (or `torch`, the reference engine, dev only)
+* `DISCO_THREADS` [`0`]: engine intra-op threads, 0 = the runtime's default
+* `DISCO_MAX_BATCH` [`8`]: jobs per engine batch
+* `DISCO_MAX_WAIT_MS` [`10`]: how long a worker waits after a batch's first job for more
+* `DISCO_JOB_TIMEOUT_S` [`30`]: default deadline of a job; a request may ask for another one
+  up to `DISCO_MAX_JOB_TIMEOUT_S` [`300`]
+* `DISCO_RESULT_TTL_S` [`600`]: how long finished jobs, results and idempotency keys are kept
+* `DISCO_VISIBILITY_TIMEOUT_S` [`30`]: a delivered job whose worker shows no sign of life for
+  this long is reclaimed by another worker
+* `DISCO_MAX_DELIVERIES` [`3`]: deliveries before a job is dead-lettered and fails
+* `DISCO_MAX_BACKLOG` [`64`]: unfinished jobs (queued + running) before enqueue answers 429,
+  with `Retry-After: DISCO_RETRY_AFTER_S` [`1`]
+* `DISCO_MAX_UPLOAD_BYTES` [`20971520`, 20 MiB], `DISCO_MAX_PIXELS` [`40000000`]: input limits
+* `DISCO_REDIS_PASSWORD` [unset]: Redis AUTH password (a password in the URL wins)
+* `DISCO_REDIS_TLS` [`false`]: TLS even for a `redis://` URL (`rediss://` implies it);
+  `DISCO_REDIS_TLS_CA_FILE` [unset]: the CA bundle that signed the server certificate
+* `DISCO_REDIS_CONNECT_TIMEOUT_S` [`2`], `DISCO_REDIS_SOCKET_TIMEOUT_S` [`5`]: Redis timeouts
+  (fail fast with 503 rather than hang; blocking reads stay below the socket timeout)
+* `DISCO_WORKER_NAME` [`<host>-<pid>-<random>`]: a worker's consumer name, unique per worker
+* `DISCO_WORKER_HEALTH_TTL_S` [`15`]: TTL of a worker's health key, refreshed every third of it
+* `DISCO_JOB_COMPLETION_WAIT_S` [`25`]: on SIGTERM, how long in-flight batches may take to
+  finish (keep it below the pod's terminationGracePeriodSeconds)
+* `DISCO_STREAM_MAXLEN` [`10000`]: approximate cap of the dead-letter stream (the job stream is
+  bounded by the backlog limit and never trimmed by length)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+QUEUE_SCHEMES = ("memory", "redis", "rediss")
+
+
+class Settings(BaseSettings):
+    """Everything the API and the workers can be told; see the module docstring for the table."""
+
+    model_config = SettingsConfigDict(env_prefix="DISCO_", env_ignore_empty=True, extra="ignore")
+
+    # -- where things are -------------------------------------------------------------------------
+    queue_url: str = "memory://"
+    model_dir: Path = Path("models")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    engine: Literal["onnx", "tensorrt", "torch"] = "onnx"
+    threads: int = Field(0, ge=0, le=1024)  # 0 = the runtime's default
+
+    # -- batching ---------------------------------------------------------------------------------
+    max_batch: int = Field(8, ge=1, le=256)
+    max_wait_ms: float = Field(10.0, ge=0.0, le=10_000.0)
+
+    # -- job lifetime -----------------------------------------------------------------------------
+    job_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    max_job_timeout_s: float = Field(300.0, gt=0.0, le=86_400.0)
+    result_ttl_s: int = Field(600, ge=1, le=7 * 86_400)
+    visibility_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    max_deliveries: int = Field(3, ge=1, le=100)
+
+    # -- admission --------------------------------------------------------------------------------
+    max_backlog: int = Field(64, ge=1, le=1_000_000)
+    retry_after_s: int = Field(1, ge=1, le=3600)
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=1024**3)
+    max_pixels: int = Field(40_000_000, ge=1, le=1_000_000_000)
+
+    # -- Redis connection -------------------------------------------------------------------------
+    redis_password: SecretStr | None = None
+    redis_tls: bool = False
+    redis_tls_ca_file: Path | None = None
+    redis_connect_timeout_s: float = Field(2.0, gt=0.0, le=60.0)
+    redis_socket_timeout_s: float = Field(5.0, gt=0.0, le=300.0)
+
+    # -- workers ----------------------------------------------------------------------------------
+    worker_name: str | None = Field(None, min_length=1, max_length=200)
+    worker_health_ttl_s: float = Field(15.0, gt=0.0, le=3600.0)
+    job_completion_wait_s: float = Field(25.0, ge=0.0, le=3600.0)
+    stream_maxlen: int = Field(10_000, ge=1, le=100_000_000)
+
+    @field_validator("queue_url")
+    @classmethod
+    def _check_queue_url(cls, value: str) -> str:
+        value = value.strip()
+        scheme = urlsplit(value).scheme.lower()
+        if scheme not in QUEUE_SCHEMES:
+            raise ValueError(
+                f"queue_url must start with memory://, redis:// or rediss://, got {value!r}"
+            )
+        return value
+
+    @field_validator("redis_tls_ca_file")
+    @classmethod
+    def _check_ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"redis_tls_ca_file {value} is not a file")
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Self:
+        if self.job_timeout_s > self.max_job_timeout_s:
+            raise ValueError(
+                f"job_timeout_s ({self.job_timeout_s}) exceeds max_job_timeout_s "
+                f"({self.max_job_timeout_s})"
+            )
+        if self.max_wait_ms / 1000.0 >= self.job_timeout_s:
+            raise ValueError("max_wait_ms must be well below job_timeout_s")
+        if self.redis_socket_timeout_s <= 1.0:
+            # Workers block in XREADGROUP for up to a second; the read timeout must outlast it.
+            raise ValueError("redis_socket_timeout_s must exceed 1 s (blocking reads)")
+        return self
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def queue_backend(self) -> Literal["memory", "redis"]:
+        """`memory`: in-process queue, the API runs the worker itself; `redis`: shared queue."""
+        return "memory" if urlsplit(self.queue_url).scheme.lower() == "memory" else "redis"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def max_wait_s(self) -> float:
+        return self.max_wait_ms / 1000.0
+
+    @classmethod
+    def with_overrides(cls, **overrides: Any) -> Settings:
+        """Settings from the environment, with the CLI flags that were given (None = not given)."""
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
