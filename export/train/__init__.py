@@ -1,0 +1,1 @@
+"""Training of the width-reduced demo model (`disco train`, `disco eval`)."""

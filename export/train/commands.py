@@ -1,0 +1,146 @@
+"""Typer commands `disco train` and `disco eval` (registered in `service/cli.py`).
+
+Nothing heavy is imported at module level: `disco --help` stays instant and torch-free, and
+`disco eval` without `--checkpoint` (the baselines only) never loads torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def train(
+    data: Annotated[Path, typer.Argument(help="Folder of colour photos (recursively).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Run folder: checkpoints, samples.")],
+    steps: Annotated[int, typer.Option(min=0, help="Stage-2 (colorization) steps.")] = 6000,
+    spix_steps: Annotated[int, typer.Option(min=0, help="Stage-1 (SpixelNet) steps.")] = 1200,
+    val: Annotated[
+        Path | None, typer.Option(help="Validation photos (checkpoint selection).")
+    ] = None,
+    variant: Annotated[str, typer.Option(help="Architecture variant.")] = "disco_demo",
+    width: Annotated[
+        float | None, typer.Option(help="Override the channel multiplier of the variant.")
+    ] = None,
+    segnet_width: Annotated[float | None, typer.Option(help="Override SpixelNet's width.")] = None,
+    n_layers: Annotated[int | None, typer.Option(help="Override transformer depth.")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Batch per process (128 px crops).")] = 8,
+    crop: Annotated[int, typer.Option(help="Training crop (multiple of 16).")] = 128,
+    big_fraction: Annotated[
+        float, typer.Option(help="Fraction of stage-2 steps on 256 px crops (batch 2).")
+    ] = 0.25,
+    lr: Annotated[float, typer.Option(help="Adam learning rate of stage 2.")] = 3e-4,
+    spix_lr: Annotated[float, typer.Option(help="Adam learning rate of stage 1.")] = 5e-4,
+    lam: Annotated[float, typer.Option(help="Class-rebalancing lambda (1 - colorfulness).")] = 0.5,
+    val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 250,
+    sample_every: Annotated[int, typer.Option(help="Write sample images every N steps.")] = 500,
+    ckpt_every_s: Annotated[
+        float, typer.Option(help="Rewrite last.pth.tar every S seconds.")
+    ] = 240,
+    max_minutes: Annotated[
+        float, typer.Option(help="Stop (and save) after this many minutes; 0 = no limit.")
+    ] = 0.0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1.")] = "auto",
+    threads: Annotated[
+        int,
+        typer.Option(
+            help="torch CPU threads per process; 1 is far faster when other jobs share the cores."
+        ),
+    ] = 2,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from OUT/last.pth.tar.")
+    ] = False,
+    ship: Annotated[
+        Path | None,
+        typer.Option(help="Also write OUT/best.pth.tar without optimizer state to this path."),
+    ] = None,
+) -> None:
+    """Train DISCO (stage 1 SpixelNet, stage 2 the rest) on a folder of colour photos.
+
+    Single process by default; under `torchrun --nproc_per_node N` it runs DDP (NCCL on CUDA,
+    gloo on CPU). Resumable: `--resume` continues the step counter from OUT/last.pth.tar.
+    """
+    from export.train.train import TrainConfig, ship_checkpoint
+    from export.train.train import train as run_training
+
+    overrides = {
+        k: v
+        for k, v in {"width": width, "segnet_width": segnet_width, "n_layers": n_layers}.items()
+        if v is not None
+    }
+    tc = TrainConfig(
+        data=str(data),
+        out=str(out),
+        val=str(val) if val else None,
+        variant=variant,
+        model=overrides,
+        spix_steps=spix_steps,
+        steps=steps,
+        batch=batch,
+        crop=crop,
+        big_fraction=big_fraction,
+        lr=lr,
+        spix_lr=spix_lr,
+        lam=lam,
+        val_every=val_every,
+        sample_every=sample_every,
+        ckpt_every_s=ckpt_every_s,
+        max_minutes=max_minutes,
+        device=device,
+        threads=threads,
+        seed=seed,
+    )
+    summary = run_training(tc, resume=resume)
+    if ship is not None and (out / "best.pth.tar").is_file():
+        ship_checkpoint(out / "best.pth.tar", ship)
+        summary["shipped"] = str(ship)
+    typer.echo(json.dumps(summary, default=str))
+
+
+def evaluate(
+    data: Annotated[Path, typer.Argument(help="Folder of colour photos (the ground truth).")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint to score (official or `disco train`); else baselines only."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="Write predictions, metrics.json, metrics.md here."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="Row name of the checkpoint in the table.")] = "model",
+    anchors: Annotated[int, typer.Option(min=1, max=64, help="k-means anchors.")] = 8,
+    seed: Annotated[
+        int | None, typer.Option(help="k-means seed; default: from the image bytes.")
+    ] = None,
+    constant_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Photos whose mean ab is the constant baseline's colour (e.g. the training "
+            "set); default: the evaluated photos themselves (an oracle)."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="torch device for the checkpoint.")] = "cpu",
+) -> None:
+    """Score colorization on colour photos: colorfulness (Hasler-Suesstrunk M3), ab PSNR (peak
+    220) and mean CIEDE2000 against the originals, for the gray and constant-mean baselines and
+    the checkpoint. Only each photo's lightness is colorized."""
+    from export.train.evaluate import evaluate_folder
+
+    if not data.exists():
+        raise typer.BadParameter(f"no such file or folder: {data}", param_hint="DATA")
+    result = evaluate_folder(
+        data,
+        checkpoint,
+        name=name,
+        anchors=anchors,
+        seed=seed,
+        constant_from=constant_from,
+        out=out,
+        device=device,
+    )
+    typer.echo(f"{len(result.images)} images from {data}")
+    typer.echo(result.table())

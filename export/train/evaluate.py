@@ -1,0 +1,154 @@
+"""`disco eval`: score a checkpoint (and the gray / constant-mean baselines) on colour photos.
+
+Each photo's lightness goes through the same pipeline as `disco colorize` (the network only ever
+sees L); the result is compared with the photo itself. The metrics live in `service.metrics`;
+this module only runs the methods and writes the table. torch is imported only when a
+checkpoint is scored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service import metrics
+from service.imageio import decode_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class EvalResult:
+    images: list[str]
+    per_image: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)
+    mean_ab: tuple[float, float] = (0.0, 0.0)
+    mean_ab_source: str = ""
+    ground_truth_colorfulness: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "summary": self.summary,
+            "per_image": self.per_image,
+            "constant_ab": list(self.mean_ab),
+            "constant_ab_source": self.mean_ab_source,
+            "ground_truth_colorfulness": self.ground_truth_colorfulness,
+        }
+
+    def table(self) -> str:
+        """A Markdown table, one row per method."""
+        lines = [
+            "| method | colorfulness (M3) | ab PSNR (dB) | CIEDE2000 |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, s in self.summary.items():
+            lines.append(
+                f"| {name} | {s['colorfulness']:.1f} | {s['ab_psnr']:.2f} | {s['ciede2000']:.2f} |"
+            )
+        lines.append(f"| ground truth | {self.ground_truth_colorfulness:.1f} | - | - |")
+        return "\n".join(lines)
+
+
+def list_images(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if folder.is_file():
+        return [folder]
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def read_folder(folder: Path) -> tuple[list[Path], list[np.ndarray]]:
+    files = list_images(folder)
+    if not files:
+        raise FileNotFoundError(f"no images under {folder}")
+    return files, [decode_image(f.read_bytes()) for f in files]
+
+
+def evaluate_folder(
+    data: Path,
+    checkpoint: Path | None = None,
+    *,
+    name: str = "model",
+    anchors: int = 8,
+    seed: int | None = None,
+    constant_ab: tuple[float, float] | None = None,
+    constant_from: Path | None = None,
+    out: Path | None = None,
+    device: str = "cpu",
+) -> EvalResult:
+    """Score the gray and constant-mean baselines, and `checkpoint` if given, on `data`.
+
+    The constant colour is `constant_ab`, else the mean ab of the photos in `constant_from`
+    (e.g. the training set), else the mean ab of the evaluated photos themselves (an oracle,
+    i.e. optimistic for the baseline). `out` receives the predicted images and metrics.json.
+    """
+    files, gts = read_folder(data)
+    if constant_ab is not None:
+        const, source = constant_ab, "given"
+    elif constant_from is not None:
+        const, source = metrics.mean_ab(read_folder(constant_from)[1]), str(constant_from)
+    else:
+        const, source = metrics.mean_ab(gts), "the evaluated photos (oracle)"
+    result = EvalResult([f.name for f in files], mean_ab=const, mean_ab_source=source)
+    result.ground_truth_colorfulness = float(np.mean([metrics.colorfulness(g) for g in gts]))
+    methods: dict[str, list[np.ndarray]] = {
+        "gray (ab = 0)": [metrics.gray_baseline(g) for g in gts],
+        f"constant mean ab ({const[0]:.1f}, {const[1]:.1f})": [
+            metrics.constant_baseline(g, const) for g in gts
+        ],
+    }
+    if checkpoint is not None:
+        methods[name] = colorize_images(checkpoint, files, gts, anchors, seed, device)
+    for method, preds in methods.items():
+        rows = [metrics.score(g, p) for g, p in zip(gts, preds, strict=True)]
+        result.per_image[method] = rows
+        result.summary[method] = metrics.summarize(rows)
+    if out is not None:
+        write_outputs(Path(out), files, gts, methods, result)
+    return result
+
+
+def colorize_images(
+    checkpoint: Path,
+    files: list[Path],
+    gts: list[np.ndarray],
+    anchors: int = 8,
+    seed: int | None = None,
+    device: str = "cpu",
+) -> list[np.ndarray]:
+    """The `disco colorize` result (original size) of each photo's lightness."""
+    from export.torch_engine import TorchEngine
+    from service.pipeline import Job, run, seed_from_bytes
+
+    engine = TorchEngine.from_checkpoint(checkpoint, device)
+    preds = []
+    for f, rgb in zip(files, gts, strict=True):
+        s = seed_from_bytes(f.read_bytes()) if seed is None else seed
+        preds.append(run(engine, [Job(rgb, seed=s, anchors=anchors)])[0][0].image)
+    return preds
+
+
+def write_outputs(
+    out: Path,
+    files: list[Path],
+    gts: list[np.ndarray],
+    methods: dict[str, list[np.ndarray]],
+    result: EvalResult,
+) -> None:
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    for i, (method, preds) in enumerate(methods.items()):
+        folder = out / f"method{i}"
+        folder.mkdir(exist_ok=True)
+        (folder / "NAME.txt").write_text(method + "\n")
+        for f, p in zip(files, preds, strict=True):
+            Image.fromarray(p).save(folder / f"{f.stem}.png")
+    (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=1))
+    (out / "metrics.md").write_text(result.table() + "\n")

@@ -1,0 +1,280 @@
+"""Ship the bundled demo model: checkpoint, held-out evaluation, contact sheet, model card.
+
+    .venv/bin/python -m export.train.model_card [--run artifacts/train] [--photos artifacts/photos]
+        [--dest models/disco-demo]
+
+1. strips `RUN/best.pth.tar` (the best validation checkpoint) of optimizer and resume state and
+   writes DEST/disco-demo.pth.tar (official format, <= 25 MB), then reloads it strictly;
+2. scores it with `disco eval` against the gray and constant-mean baselines on the held-out
+   photos (the constant is the training set's mean ab), predictions under RUN/eval;
+3. writes DEST/contact_sheet.jpg (gray input | demo model | ground truth per held-out photo) and
+   DEST/MODEL_CARD.md (data, training, metrics, limits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from export.model.checkpoint import load_checkpoint
+from export.train.evaluate import EvalResult, evaluate_folder, read_folder
+from export.train.train import ship_checkpoint
+from service.metrics import gray_baseline
+
+CHECKPOINT_NAME = "disco-demo.pth.tar"
+MAX_BYTES = 25 * 1024 * 1024
+
+
+def contact_sheet(
+    files: list[Path],
+    gts: list[np.ndarray],
+    preds: list[np.ndarray],
+    rows: list[dict[str, float]],
+    path: Path,
+    height: int = 200,
+) -> Path:
+    """One row per photo: gray input | demo model | ground truth, with the photo's scores."""
+    tiles = []
+    for f, gt, pred, r in zip(files, gts, preds, rows, strict=True):
+        w = round(gt.shape[1] * height / gt.shape[0])
+        row = [
+            Image.fromarray(x).resize((w, height), Image.Resampling.LANCZOS)
+            for x in (gray_baseline(gt), pred, gt)
+        ]
+        canvas = Image.new("RGB", (3 * w + 8, height + 18), "white")
+        for i, im in enumerate(row):
+            canvas.paste(im, (i * (w + 4), 0))
+        ImageDraw.Draw(canvas).text(
+            (4, height + 3),
+            f"{f.stem}: input (L only) | demo model (CIEDE2000 {r['ciede2000']:.1f}, "
+            f"ab PSNR {r['ab_psnr']:.1f} dB) | ground truth",
+            fill="black",
+        )
+        tiles.append(canvas)
+    width = max(t.width for t in tiles)
+    sheet = Image.new("RGB", (width, sum(t.height for t in tiles)), "white")
+    y = 0
+    for t in tiles:
+        sheet.paste(t, (0, y))
+        y += t.height
+    sheet.save(path, quality=85, optimize=True)
+    return path
+
+
+def _training_facts(run: Path) -> dict[str, Any]:
+    last = torch.load(run / "last.pth.tar", map_location="cpu", weights_only=False)
+    best = torch.load(run / "best.pth.tar", map_location="cpu", weights_only=False)
+    hist = last.get("history", [])
+    train_rows = [h for h in hist if "loss" in h]
+    val_rows = [h for h in hist if "val" in h]
+    tc = last.get("train_config", {})
+    log_every = tc.get("log_every", 25)
+    seconds = sum(h["s_per_step"] * log_every for h in train_rows)
+    return {
+        "train_config": tc,
+        "steps_done": int(last["step"]),
+        "best_step": int(best["step"]),
+        "best_val": best.get("history", [{}])[-1].get("val", {}),
+        "train_minutes": seconds / 60,
+        "val_curve": [(h["step"], h["val"]["loss"]) for h in val_rows],
+        "last_train": train_rows[-1] if train_rows else {},
+        "config": best["config"],
+    }
+
+
+def _manifest_table(manifest: dict[str, Any]) -> str:
+    by_source: dict[tuple[str, str, str], dict[str, int]] = {}
+    for p in manifest["photos"]:
+        key = (p["source"], unquote(p["version"]), p["license"])
+        by_source.setdefault(key, {"train": 0, "val": 0, "heldout": 0})[p["split"]] += 1
+    lines = [
+        "| source (package, version) | licence | train | val | held-out |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for (src, ver, lic), c in sorted(by_source.items()):
+        lines.append(f"| {src} {ver} | {lic} | {c['train']} | {c['val']} | {c['heldout']} |")
+    c = manifest["counts"]
+    lines.append(f"| **total** | | **{c['train']}** | **{c['val']}** | **{c['heldout']}** |")
+    return "\n".join(lines)
+
+
+def write_card(
+    dest: Path,
+    ckpt_path: Path,
+    facts: dict[str, Any],
+    result: EvalResult,
+    manifest: dict[str, Any],
+    model_name: str,
+) -> Path:
+    tc, cfg = facts["train_config"], facts["config"]
+    heldout = ", ".join(Path(n).stem for n in result.images)
+    rejected = "; ".join(f"{r['name']} ({r['reason']})" for r in manifest.get("rejected", []))
+    size_mb = ckpt_path.stat().st_size / 1e6
+    val = facts["best_val"]
+    ckpt = ckpt_path.as_posix()
+    facts_rows = [
+        (
+            "file",
+            f"`{ckpt_path.name}` ({size_mb:.1f} MB), official checkpoint format: `epoch`, "
+            "`state_dict` (spectral-norm convs as `weight_orig/_u/_v`), `best_loss`, + `config`",
+        ),
+        (
+            "architecture",
+            f"DISCO (`AnchorColorProb`), variant `{tc.get('variant', 'disco_demo')}`:"
+            f" width {cfg['width']} (repnet, enhanceNet), segnet_width {cfg['segnet_width']}, "
+            f"d_model {cfg['d_model']}, {cfg['n_layers']} layers per transformer, "
+            f"{cfg['res_blocks']} residual blocks",
+        ),
+        (
+            "input / output",
+            "L of a 256x256 image / ab, as the official model "
+            f"(`config.img_size` = {cfg['img_size']})",
+        ),
+        (
+            "load",
+            f'`export.model.checkpoint.load_checkpoint("{ckpt}")`; '
+            f"`disco colorize IMG -o OUT --checkpoint {ckpt}`",
+        ),
+        (
+            "licence",
+            "MIT for the weights as trained here; the training photos keep their own "
+            "licences (below) and are not redistributed",
+        ),
+        ("produced", f"{time.strftime('%Y-%m-%d')} by `export/train/model_card.py`"),
+    ]
+    header = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in facts_rows)
+    text = f"""# disco-demo: the bundled, width-reduced DISCO model
+
+A small DISCO colorization model trained **on this project's 2-core CPU in about two hours**
+from {manifest["counts"]["train"]} photographs. It exists so that `make serve` and the demo
+colorize out of the box without downloading anything. It is **not** the paper's model: for
+production quality use the official `disco-beta.pth.tar` (see the README).
+
+{header}
+
+## Training data
+
+Photographs from Debian packages and Python wheels only (the build machine reaches nothing
+else), assembled by `python -m export.train.data fetch --out artifacts/photos` (re-runnable on a
+fresh machine; the data set itself stays out of git). Photos only, picked by name from each
+package (no illustrations, abstract art or logos); near-gray images (mean chroma < 5) and images
+with very few colours (< 30 distinct 4-bit colours) are rejected. Short side resized to 384.
+Split by name hash: train / val (checkpoint selection) / held-out (the numbers below; never used
+in training or selection).
+
+{_manifest_table(manifest)}
+
+Rejected by the filters: {rejected or "none"}.
+Held-out photos: {heldout}.
+
+## Training
+
+`{facts.get("command", "disco train")}`
+
+* Stage 1: SpixelNet alone, {tc.get("spix_steps")} steps, official L_spix (10 * ab + 0.003 *
+  position reconstruction), Adam {tc.get("spix_lr")} with linear decay.
+* Stage 2: SpixelNet frozen; everything else trained with the paper's objective, teacher-forced
+  as the official code: anchors from k-means over the ground-truth superpixel chroma tokens
+  (K = {tc.get("k_min")}..{tc.get("k_max")} per 128 px batch, up to {2 * tc.get("k_max", 8)} on
+  256 px batches; {int(100 * tc.get("random_hint", 0))}% of batches with random anchor sites),
+  loss = L_pal + L_ref (cross-entropy over the 313 ab bins, class-rebalanced from
+  `gamut_probs.npy` with lambda {tc.get("lam")}) + {tc.get("l1_weight")} * L1(ab) +
+  {tc.get("lap_weight")} * Laplacian L1 (the official VGG perceptual term needs ImageNet VGG19
+  weights this project cannot download). {tc.get("steps")} steps planned, Adam {tc.get("lr")},
+  linear decay, grad-norm clip {tc.get("clip")}, batch {tc.get("batch")} x {tc.get("crop")} px
+  random crops ({int(100 * tc.get("big_fraction", 0))}% of the steps: batch
+  {tc.get("big_batch")} x {tc.get("big_crop")} px, the serving token grid), random rescale and
+  horizontal flips.
+* Ran {facts["steps_done"]} steps in total (both stages) in about
+  {facts["train_minutes"]:.0f} minutes of training steps on 2 CPU threads (shared machine);
+  the shipped weights are from step {facts["best_step"]}, the best validation loss
+  ({val.get("loss", float("nan")):.3f}; pal CE {val.get("ce_pal", float("nan")):.3f},
+  token accuracy {val.get("acc_pal", float("nan")):.3f}, ab L1 {val.get("l1", float("nan")):.4f}).
+
+## Held-out results ({len(result.images)} photos, full resolution, 8 anchors, default seeds)
+
+Each photo's lightness goes through exactly the `disco colorize` pipeline; the result is compared
+with the original (`disco eval artifacts/photos/heldout --checkpoint {ckpt_path.as_posix()}
+--constant-from artifacts/photos/train`). Colorfulness is Hasler & Suesstrunk's M3 (higher =
+more colourful; the originals average {result.ground_truth_colorfulness:.1f}); ab PSNR has peak
+220; CIEDE2000 is the mean per-pixel colour difference (lower is better). The constant baseline
+paints every pixel the training set's mean ab ({result.mean_ab[0]:.1f}, {result.mean_ab[1]:.1f}).
+
+{result.table().replace("| model |", f"| {model_name} |")}
+
+![contact sheet](contact_sheet.jpg)
+
+`contact_sheet.jpg`: per held-out photo, the input (its lightness only), the demo model's
+result, and the original.
+
+## Limits
+
+* Trained on {manifest["counts"]["train"]} photos for about two CPU hours: it has learnt broad
+  priors (sky and water blue, vegetation green, skin and wood warm), not object semantics. Expect
+  washed-out or wrong colours on anything unusual, and colour bleeding across object borders.
+* Roughly 1/12 of the official model's parameters (width x{cfg["width"]}); trained at 128 px crops
+  (and partly 256 px), served at 256x256 like the official model.
+* No perceptual (VGG) loss, so results are less vivid than the paper's; the class rebalancing is
+  what keeps them from being sepia.
+* The held-out set is tiny ({len(result.images)} photos); the numbers are a sanity check, not a
+  benchmark.
+* Small, sometimes copyleft-licensed (CC-BY-SA, GPL-2+) training photos: check whether your
+  use of the weights needs their attribution.
+"""
+    path = dest / "MODEL_CARD.md"
+    path.write_text(text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, default=Path("artifacts/train"))
+    ap.add_argument("--photos", type=Path, default=Path("artifacts/photos"))
+    ap.add_argument("--dest", type=Path, default=Path("models/disco-demo"))
+    ap.add_argument("--checkpoint", default="best.pth.tar", help="file in RUN to ship")
+    ap.add_argument("--command", default=None, help="training command line for the card")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+
+    dest: Path = args.dest
+    ckpt_path = ship_checkpoint(args.run / args.checkpoint, dest / CHECKPOINT_NAME)
+    size = ckpt_path.stat().st_size
+    assert size <= MAX_BYTES, f"{ckpt_path} is {size / 1e6:.1f} MB > 25 MB"
+    load_checkpoint(ckpt_path)  # strict: fails loudly on any key or shape mismatch
+    print(f"wrote {ckpt_path} ({size / 1e6:.1f} MB); reloads strictly")
+
+    name = "disco-demo"
+    result = evaluate_folder(
+        args.photos / "heldout",
+        ckpt_path,
+        name=name,
+        constant_from=args.photos / "train",
+        out=args.run / "eval",
+    )
+    print(result.table())
+    files, gts = read_folder(args.photos / "heldout")
+    preds = [np.asarray(Image.open(args.run / "eval" / "method2" / f"{f.stem}.png")) for f in files]
+    contact_sheet(files, gts, preds, result.per_image[name], dest / "contact_sheet.jpg")
+
+    facts = _training_facts(args.run)
+    facts["command"] = args.command or (
+        "disco train artifacts/photos/train -o artifacts/train --val artifacts/photos/val "
+        f"--spix-steps {facts['train_config'].get('spix_steps')} "
+        f"--steps {facts['train_config'].get('steps')}"
+    )
+    manifest = json.loads((args.photos / "manifest.json").read_text())
+    card = write_card(dest, ckpt_path, facts, result, manifest, name)
+    (dest / "metrics.json").write_text(json.dumps(result.to_dict(), indent=1))
+    print(f"wrote {card}, {dest / 'contact_sheet.jpg'}, {dest / 'metrics.json'}")
+
+
+if __name__ == "__main__":
+    main()

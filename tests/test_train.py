@@ -1,0 +1,180 @@
+"""The training pipeline on a tiny model: class rebalancing, the losses, a smoke run that
+writes official-format checkpoints which reload with `load_checkpoint`, and resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+from export.model.checkpoint import load_checkpoint  # noqa: E402
+from export.train import data as tdata  # noqa: E402
+from export.train.losses import (  # noqa: E402
+    laplacian,
+    rebalance_weights,
+    spixel_loss,
+    weighted_ce,
+)
+from export.train.train import TrainConfig, ship_checkpoint, train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "width": 0.0625,
+    "segnet_width": 0.25,
+    "n_layers": 1,
+    "d_model": 16,
+    "n_heads": 2,
+    "ffn_dim": 32,
+    "res_blocks": 1,
+}
+
+
+def _prior() -> np.ndarray:
+    return np.load(ROOT / "service" / "data" / "gamut_probs.npy")
+
+
+def test_rebalance_weights_formula():
+    p = _prior()
+    w = rebalance_weights(p, 0.5)
+    expected = 1.0 / (0.5 * p + 0.5 / 313)
+    expected /= (p * expected).sum()
+    np.testing.assert_allclose(w, expected, rtol=1e-6)
+    assert (p * w).sum() == pytest.approx(1.0, abs=1e-5)
+    assert w.min() == pytest.approx(0.0965, abs=5e-4)
+    assert w.max() == pytest.approx(6.17, abs=5e-3)
+    pts = np.load(ROOT / "service" / "data" / "gamut_pts.npy")
+    assert tuple(pts[w.argmin()]) == (0, 0)  # the gray bin is the most common, least weighted
+    w8 = rebalance_weights(p, 0.8)
+    assert w8.min() == pytest.approx(0.183, abs=1e-3) and w8.max() == pytest.approx(3.07, abs=1e-2)
+
+
+def test_weighted_ce_is_the_weighted_mean():
+    logits = torch.randn(2, 5, 313)
+    target = torch.randint(0, 313, (2, 5))
+    w = torch.rand(313)
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+    assert weighted_ce(logits, target, w) == pytest.approx(float((w[target.flatten()] * ce).mean()))
+
+
+def test_spixel_loss_is_zero_for_constant_colour_and_hard_centre_assignment():
+    # A = 1 on the centre slot: pooling is the cell mean, diffusion copies it back. A constant
+    # ab is reconstructed exactly; positions are off by the distance to the cell centre.
+    affinity = torch.zeros(1, 9, 32, 32)
+    affinity[:, 4] = 1
+    ab = torch.full((1, 2, 32, 32), 0.3)
+    _, feat, pos = spixel_loss(affinity, ab, 16)
+    assert float(feat) == pytest.approx(0.0, abs=1e-6)
+    assert 0 < float(pos) < 1
+
+
+def test_laplacian_of_a_linear_ramp_is_zero():
+    x = torch.arange(10.0).repeat(10, 1)[None, None].repeat(1, 2, 1, 1)
+    assert laplacian(x).abs().max() == 0 and laplacian(x).shape == (1, 2, 8, 8)
+
+
+def _photos(folder: Path, n: int = 4, size: int = 72) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        t = (xx if i % 2 else yy)[..., None]
+        img = (c0 * (1 - t) + c1 * t + rng.normal(0, 8, (size, size, 3))).clip(0, 255)
+        Image.fromarray(img.astype(np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_smoke_run_checkpoint_and_resume(tmp_path: Path):
+    photos = _photos(tmp_path / "photos")
+    tc = TrainConfig(
+        data=str(photos),
+        out=str(tmp_path / "run"),
+        model=TINY,
+        spix_steps=3,
+        steps=4,
+        batch=2,
+        crop=64,
+        big_crop=64,
+        big_batch=1,
+        big_fraction=0.5,
+        val_every=2,
+        sample_every=4,
+        log_every=1,
+        ckpt_every_s=1e9,
+    )
+    summary = train(tc, progress=False)
+    run = tmp_path / "run"
+    assert summary["step"] == 7 and np.isfinite(summary["best_val_loss"])
+    assert {"spixnet.pth.tar", "last.pth.tar", "best.pth.tar"} <= {p.name for p in run.iterdir()}
+    assert list((run / "samples").glob("*.png"))
+
+    last = torch.load(run / "last.pth.tar", map_location="cpu", weights_only=False)
+    assert {"epoch", "state_dict", "best_loss", "optimizer", "config"} <= set(last)
+    assert last["epoch"] == 7 and last["config"]["img_size"] == 256
+    sd = last["state_dict"]
+    assert any(k.endswith("weight_orig") for k in sd)  # official spectral-norm layout
+    assert "repnet.conv1_2.0.weight_u" in sd and "repnet.conv1_2.0.weight" not in sd
+    assert not any(k.startswith("module.") for k in sd)
+
+    shipped = ship_checkpoint(run / "best.pth.tar", tmp_path / "ship" / "m.pth.tar")
+    small = torch.load(shipped, map_location="cpu", weights_only=True)
+    assert set(small) == {"epoch", "state_dict", "best_loss", "config"}
+    model = load_checkpoint(shipped)
+    assert model.cfg.d_model == 16 and model.cfg.img_size == 256
+    with torch.no_grad():
+        ab = model(torch.zeros(1, 1, 256, 256), torch.zeros(1, 256), torch.zeros(1, 256).long())
+    assert ab.shape == (1, 2, 256, 256) and torch.isfinite(ab).all()
+
+    history = [h for h in last["history"] if "loss" in h and h["stage"] == 2]
+    assert all(np.isfinite(h["loss"]) for h in history)
+
+    tc.steps = 6  # two more stage-2 steps: resume continues the counter, not from 0
+    summary = train(tc, resume=True, progress=False)
+    assert summary["step"] == 9
+    resumed = torch.load(run / "last.pth.tar", map_location="cpu", weights_only=False)
+    steps = [h["step"] for h in resumed["history"] if "loss" in h]
+    assert steps == list(range(1, 10))
+
+
+def test_stage1_loss_decreases(tmp_path: Path):
+    photos = _photos(tmp_path / "photos")
+    tc = TrainConfig(
+        data=str(photos),
+        out=str(tmp_path / "run"),
+        model=TINY,
+        spix_steps=30,
+        steps=0,
+        batch=2,
+        crop=64,
+        log_every=10,
+        ckpt_every_s=1e9,
+        spix_lr=3e-3,
+        lr_final=1.0,
+    )
+    train(tc, progress=False)
+    last = torch.load(tmp_path / "run" / "last.pth.tar", map_location="cpu", weights_only=False)
+    losses = [h["loss"] for h in last["history"] if "loss" in h]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def test_random_crop_shapes():
+    rng = np.random.default_rng(0)
+    img = np.zeros((100, 150, 3), np.uint8)
+    batch = tdata.sample_batch([img], 3, 64, rng, (72, 96))
+    assert batch.shape == (3, 3, 64, 64) and batch.dtype == np.float32
+    assert tdata.assign_splits([f"n{i}" for i in range(20)]) == tdata.assign_splits(
+        [f"n{i}" for i in reversed(range(20))]
+    )
+
+
+def test_train_command_is_registered():
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--help"])
+    assert res.exit_code == 0 and "--resume" in res.output
