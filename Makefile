@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install model serve test lint format clean
+.PHONY: install model serve bench test lint format clean
 
 install: $(STAMP)
 
@@ -42,7 +42,12 @@ model: $(MODEL_REPO)/manifest.json
 serve: install model
 	$(BIN)/disco serve --model $(MODEL_REPO) --queue memory:// --host $(HOST) --port $(PORT)
 
+# Engine benchmark (quiet machine!): figures and the command go into BENCHMARKS.md.
+bench: install
+	$(BIN)/disco bench --accuracy-checkpoint $(MODEL_CKPT)
+
 test: install
+	scripts/system-deps.sh
 	scripts/with-redis.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

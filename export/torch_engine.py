@@ -24,12 +24,24 @@ class TorchEngine:
     name = "torch"
 
     def __init__(
-        self, model: Disco, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+        self,
+        model: Disco,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        autocast: torch.dtype | None = None,
     ):
         self.device = torch.device(device)
         self.dtype = dtype
+        self.autocast = autocast  # e.g. torch.bfloat16: mixed precision on AVX512-BF16 / AMX
         self.model = model.to(self.device, dtype).eval()
         self.input_size = model.cfg.img_size
+        if autocast is not None:
+            self.name = f"torch-{str(autocast).removeprefix('torch.')}"
+
+    def _amp(self) -> torch.autocast:
+        return torch.autocast(
+            self.device.type, dtype=self.autocast, enabled=self.autocast is not None
+        )
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> TorchEngine:
@@ -50,7 +62,9 @@ class TorchEngine:
 
     @torch.inference_mode()
     def encode(self, l_norm: np.ndarray, init_idx: np.ndarray) -> Encoded:
-        enc = self.model.encode(self._t(l_norm))
+        with self._amp():
+            enc = self.model.encode(self._t(l_norm))
+        enc = type(enc)(*(t.float() for t in enc))
         hint_mask, _, _ = locate_anchors(enc.enc_out, enc.spixel_sizes, self._t(init_idx))
         q = torch.tensor(q_to_ab(), device=self.device, dtype=self.dtype)
         bins = sample_anchor_levels(enc.pal_logit, q, DIVERSE_LEVELS)
@@ -65,11 +79,12 @@ class TorchEngine:
         hint_mask: np.ndarray,
         hint_bins: np.ndarray,
     ) -> np.ndarray:
-        ab = self.model.generate(
-            self._t(l_norm),
-            self._t(affinity),
-            self._t(tokens),
-            self._t(hint_mask),
-            self._t(hint_bins),
-        )
+        with self._amp():
+            ab = self.model.generate(
+                self._t(l_norm),
+                self._t(affinity),
+                self._t(tokens),
+                self._t(hint_mask),
+                self._t(hint_bins),
+            )
         return self._np(ab)

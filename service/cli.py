@@ -241,9 +241,15 @@ def export_cmd(
 
     try:
         manifest = export_repository(
-            net, out, name=name, version=version, source=checkpoint, pretrained=pretrained,
-            kmeans=kmeans.value, progress=say,
-        )  # fmt: skip
+            net,
+            out,
+            name=name,
+            version=version,
+            source=checkpoint,
+            pretrained=pretrained,
+            kmeans=kmeans.value,
+            progress=say,
+        )
     except ExportError as e:
         typer.secho(f"export refused: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from e
@@ -252,9 +258,13 @@ def export_cmd(
 
         add_int8_variant(net, out, progress=say)
     if tensorrt:
-        from export.tensorrt_build import build_tensorrt_variant
+        from export.tensorrt_build import TensorRTUnavailable, build_tensorrt_variant
 
-        build_tensorrt_variant(out, progress=say)
+        try:
+            build_tensorrt_variant(out, progress=say)
+        except TensorRTUnavailable as e:
+            typer.secho(f"--tensorrt: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from e
     p = manifest["parity"]
     typer.echo(
         f"wrote {out} ({name} v{version}); parity vs torch: fixed {p['fixed_max_abs']:.1e}, "
@@ -309,9 +319,15 @@ def serve(
     from service.api import create_app
 
     settings = _settings(
-        host=host, port=port, model_dir=model, queue_url=queue, threads=threads,
-        engine=engine.value if engine else None, max_batch=max_batch, max_wait_ms=max_wait_ms,
-    )  # fmt: skip
+        host=host,
+        port=port,
+        model_dir=model,
+        queue_url=queue,
+        threads=threads,
+        engine=engine.value if engine else None,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+    )
     typer.echo(
         f"disco serve: http://{settings.host}:{settings.port} queue={settings.queue_url} "
         f"model={settings.model_dir} engine={settings.engine}",
@@ -359,9 +375,13 @@ def worker(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = _settings(
-        queue_url=queue, model_dir=model, max_batch=max_batch, max_wait_ms=max_wait_ms,
-        engine=engine.value if engine else None, threads=threads,
-    )  # fmt: skip
+        queue_url=queue,
+        model_dir=model,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        engine=engine.value if engine else None,
+        threads=threads,
+    )
     if settings.queue_backend != "redis":
         raise typer.BadParameter("a worker needs --queue redis://... (memory:// runs inside serve)")
     eng = open_engine(settings.engine, settings.model_dir, settings.threads)
@@ -387,6 +407,50 @@ def worker(
             await q.close()
 
     asyncio.run(main())
+
+
+@app.command()
+def bench(
+    out_md: Annotated[Path, typer.Option(help="Markdown report to update.")] = Path(
+        "BENCHMARKS.md"
+    ),
+    out_json: Annotated[Path, typer.Option(help="Raw figures.")] = Path("benchmarks/engine.json"),
+    batches: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,2,4,8",
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Alternating rounds; figures are medians.")
+    ] = 3,
+    threads: Annotated[int, typer.Option(help="Threads per engine, 0 = all cores.")] = 0,
+    accuracy_checkpoint: Annotated[
+        list[Path] | None, typer.Option(help="Also report fast-path accuracy on these checkpoints.")
+    ] = None,
+    tiny: Annotated[bool, typer.Option(help="A tiny architecture (smoke test only).")] = False,
+) -> None:
+    """Engine benchmark: torch fp32 eager vs ONNX Runtime fp32 / int8 (/ bf16), batching,
+    diverse vs single, k-means plugin vs inline. Writes JSON and a table into BENCHMARKS.md."""
+    import shlex
+
+    from export import bench as bench_mod
+    from export.model.checkpoint import load_checkpoint, test_weights_model
+    from export.model.disco import disco_demo
+
+    model = disco_demo(n_layers=1).eval() if tiny else test_weights_model(0)
+    extra = {p.name: load_checkpoint(p) for p in accuracy_checkpoint or []}
+    result = bench_mod.run(
+        model=model,
+        batches=[int(b) for b in batches.split(",")],
+        rounds=rounds,
+        threads=threads or None,
+        accuracy_models=extra or None,
+        progress=lambda m: typer.echo(f"[bench] {m}", err=True),
+    )
+    args = ["disco", "bench", "--batches", batches, "--rounds", str(rounds)]
+    args += ["--threads", str(threads)] if threads else []
+    args += ["--tiny"] if tiny else []
+    for p in accuracy_checkpoint or []:
+        args += ["--accuracy-checkpoint", str(p)]
+    command = " ".join(shlex.quote(a) for a in args)
+    bench_mod.write_report(result, command, out_md, out_json)
+    typer.echo(bench_mod.markdown(result, command))
 
 
 @app.command("test-checkpoint")

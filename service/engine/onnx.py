@@ -90,6 +90,8 @@ class OnnxEngine:
     def _files(self, variant: str | None) -> dict[str, Path]:
         graphs = self.manifest["graphs"]
         if variant and variant != self.manifest.get("precision", "fp32"):
+            if variant.startswith("tensorrt"):
+                raise ModelRepositoryError(f"{variant} holds TensorRT plans: use --engine tensorrt")
             try:
                 graphs = {**graphs, **self.manifest["variants"][variant]["graphs"]}
             except KeyError:
