@@ -180,7 +180,7 @@ def _io_spec(values: Sequence[onnx.ValueInfoProto]) -> list[dict[str, Any]]:
     return out
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -306,7 +306,7 @@ def export_repository(
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "source": {
                 "checkpoint": source.name if source else None,
-                "sha256": _sha256(source) if source else None,
+                "sha256": file_sha256(source) if source else None,
                 "pretrained_cfg": pretrained,
             },
             "config": model.cfg.to_dict(),
@@ -320,7 +320,7 @@ def export_repository(
             "graphs": {
                 key: {
                     "file": f"{key}.onnx",
-                    "sha256": _sha256(tmp / f"{key}.onnx"),
+                    "sha256": file_sha256(tmp / f"{key}.onnx"),
                     "inputs": _io_spec(m.graph.input),
                     "outputs": _io_spec(m.graph.output),
                 }

@@ -24,8 +24,8 @@ from service.anchors import init_indices
 from .model.disco import Disco
 from .onnx_export import (
     SAMPLES_DIR,
-    _sha256,
     attach_kmeans,
+    file_sha256,
     kmeans_plugin_graph,
     trace_encoder,
     trace_generator,
@@ -135,7 +135,7 @@ def add_int8_variant(
     manifest["variants"]["int8"] = {
         "precision": "int8",
         "graphs": {
-            key: {"file": f"{key}.int8.onnx", "sha256": _sha256(repo / f"{key}.int8.onnx")}
+            key: {"file": f"{key}.int8.onnx", "sha256": file_sha256(repo / f"{key}.int8.onnx")}
             for key in ("encoder", "generator")
         },
     }

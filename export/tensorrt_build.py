@@ -24,7 +24,6 @@ manifest bookkeeping are plain functions, tested on CPU.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import tempfile
 from collections.abc import Callable, Sequence
@@ -43,6 +42,8 @@ from service.engine.tensorrt_plugin import (
     import_tensorrt,
     register_plugin,
 )
+
+from .onnx_export import file_sha256
 
 BATCH_PROFILE = (1, 8, 64)  # min, opt, max images per engine call
 ANCHORS_PROFILE = (1, 8, 64)  # min, opt, max k-means K (init_idx columns)
@@ -127,14 +128,6 @@ def profile_shapes(
     return shapes  # type: ignore[return-value]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def variant_entry(
     repo: Path,
     manifest: dict[str, Any],
@@ -152,7 +145,7 @@ def variant_entry(
         src = manifest["graphs"][key]
         graphs[key] = {
             "file": f"{key}.plan",
-            "sha256": _sha256(repo / f"{key}.plan"),
+            "sha256": file_sha256(repo / f"{key}.plan"),
             "onnx": src["file"],
             "onnx_sha256": src.get("sha256"),
         }

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from export.train.commands import evaluate, train
+from service.params import OutputSize
 
 app = typer.Typer(
     name="disco",
@@ -32,11 +33,6 @@ class EngineName(StrEnum):
 class KMeansMode(StrEnum):
     plugin = "plugin"
     inline = "inline"
-
-
-class SizeName(StrEnum):
-    original = "original"
-    model = "model"
 
 
 def _warn(msg: str) -> None:
@@ -117,9 +113,9 @@ def colorize(
         int, typer.Option(min=1, max=10, help="Number of diverse results per image.")
     ] = 1,
     size: Annotated[
-        SizeName,
+        OutputSize,
         typer.Option(help="original: input resolution; model: the official 256x256 output."),
-    ] = SizeName.original,
+    ] = OutputSize.original,
     save_ab: Annotated[
         bool,
         typer.Option(

@@ -11,12 +11,13 @@ colours, resizes the short side to 384 px, and writes
     OUT/heldout/<source>__<name>.png   the held-out evaluation photos (never trained on)
     OUT/manifest.json                  source package, version, licence, statistics per photo
 
-The splits are a fixed function of the photos' names (sha1 order), so every rebuild yields the
-same split.
-Only photographs are listed (no illustrations, abstract art or logos); the filters are a safety net.
+Run `apt-get update` once before (apt needs the package lists). The splits are a fixed function
+of the photos' names (sha1 order), so every rebuild yields the same split. Only photographs are
+listed (no illustrations, abstract art or logos); the filters are a safety net.
 
-`load_photos` / `LabCache` / `sample_batch` feed the trainer: Lab arrays cached in memory, random
-rescale + 128x128 crop + horizontal flip per sample (torch-free; the trainer converts).
+`load_photos` / `sample_batch` / `center_batch` feed the trainer: RGB photos cached in memory,
+random rescale + crop + horizontal flip per sample, Lab-normalised (torch-free; the trainer
+converts to tensors).
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ def _debian_photos(work: Path) -> list[Photo]:
         pdir = work / "deb" / pkg
         pdir.mkdir(parents=True, exist_ok=True)
         debs = list(pdir.glob("*.deb"))
-        if not debs:
+        if not debs:  # needs Debian's package lists: run `apt-get update` once first
             _run(["apt-get", "download", pkg], cwd=pdir)
             debs = list(pdir.glob("*.deb"))
         version = unquote(debs[0].name.split("_")[1])  # apt writes "4%3a5.27" for "4:5.27"
