@@ -141,7 +141,7 @@ def test_plugin_namespace_is_added_to_a_copy_only(tiny_repo: Path):
     node = next(n for n in again.graph.node if n.op_type == OP_TYPE)
     assert [a.name for a in node.attribute].count("plugin_namespace") == 1
     # the repository's file (what ONNX Runtime loads) is unchanged
-    from export.tensorrt_build import _sha256
+    from export.onnx_export import file_sha256 as _sha256
 
     assert _sha256(path) == _manifest(tiny_repo)["graphs"]["encoder"]["sha256"]
     _, n_gen = add_plugin_namespace(onnx.load(tiny_repo / "generator.onnx"))
@@ -177,7 +177,8 @@ def test_profile_shapes(tiny_repo: Path):
 # Manifest bookkeeping (CPU)
 # ------------------------------------------------------------------------------------------------
 def test_variant_is_recorded_beside_the_others(repo_copy: Path):
-    from export.tensorrt_build import _sha256, record_variant, variant_entry
+    from export.onnx_export import file_sha256 as _sha256
+    from export.tensorrt_build import record_variant, variant_entry
 
     manifest = _manifest(repo_copy)
     manifest["variants"]["int8"] = {"precision": "int8", "graphs": {}}  # an existing variant
