@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from service import pipeline
 from service.engine.base import Engine
-from service.imageio import ImageDecodeError, ImageTooLarge, decode_image
+from service.imageio import UPLOAD_FORMATS, ImageDecodeError, ImageTooLarge, decode_image
 from service.params import CONTENT_TYPES, ColorizeParams, ImageFormat, JobKind
 from service.queue.jobs import JobDef, JobResult
 
@@ -67,7 +67,7 @@ class ColorizeHandler:
             return JobResult.failure(ERR_KIND, f"unknown job kind {job.kind!r}")
         start = time.perf_counter()
         try:
-            rgb = decode_image(job.payload, max_pixels=self.max_pixels)
+            rgb = decode_image(job.payload, max_pixels=self.max_pixels, formats=UPLOAD_FORMATS)
         except ImageTooLarge as e:
             return JobResult.failure(ERR_TOO_LARGE, str(e))
         except ImageDecodeError as e:

@@ -7,12 +7,19 @@ conversion, the pixel limit and the error type the API maps to an HTTP status.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ImageDecodeError", "ImageTooLarge", "decode_image", "read_image"]
+__all__ = ["UPLOAD_FORMATS", "ImageDecodeError", "ImageTooLarge", "decode_image", "read_image"]
+
+# The formats the service accepts from clients (Pillow plugin names; "JPEG" also opens the MPO
+# multi-picture JPEGs that phones write). Pillow reads many more (PSD, EPS via Ghostscript, JPEG
+# 2000, ICNS, ...): each is attack surface a colorization API does not need, so uploads are
+# opened with this allowlist. The CLI still reads any format Pillow knows.
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 # ``max_pixels`` below replaces Pillow's global bomb check (a warning above ~89 MP, an error
 # above ~179 MP): one limit, one exception type, and no warning for images we reject anyway.
@@ -31,16 +38,19 @@ class ImageTooLarge(ImageDecodeError):
     """The declared pixel count exceeds the limit; raised before the pixels are decoded."""
 
 
-def decode_image(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes, *, max_pixels: int | None = None, formats: Sequence[str] | None = None
+) -> np.ndarray:
     """Decode ``data`` to an (H, W, 3) uint8 sRGB array (EXIF orientation applied).
 
     ``max_pixels`` is checked against the size in the header, before any pixel is decoded,
     so a small file declaring a huge canvas costs nothing. Animated images give frame 0.
+    ``formats`` restricts the Pillow formats tried (e.g. ``UPLOAD_FORMATS``); None: any.
     """
     if not data:
         raise ImageDecodeError("empty image data")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=formats) as img:
             width, height = img.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageTooLarge(

@@ -38,6 +38,20 @@ Environment variable = `DISCO_` + the field name in capitals (defaults in bracke
   finish (keep it below the pod's terminationGracePeriodSeconds)
 * `DISCO_STREAM_MAXLEN` [`10000`]: approximate cap of the dead-letter stream (the job stream is
   bounded by the backlog limit and never trimmed by length)
+
+Security (all off by default; see SECURITY.md):
+
+* `DISCO_API_KEYS` [unset]: comma-separated API keys (16+ characters each); when set (here or
+  in `DISCO_API_KEYS_FILE` [unset], one key per line, `#` comments), every endpoint except
+  `/healthz`, `/readyz`, `/v2/health/*` and the web UI needs `X-API-Key: <key>` (or
+  `Authorization: Bearer <key>`), and Idempotency-Keys are namespaced per API key
+* `DISCO_METRICS_AUTH` [`true`]: with API keys set, `/metrics` needs a key too; `false` leaves
+  it open (then restrict the port another way)
+* `DISCO_RATE_LIMIT_PER_MIN` [`0` = off]: requests per minute per API key (per client address
+  without keys), token bucket of `DISCO_RATE_LIMIT_BURST` [`0` = one minute's worth] tokens;
+  over it: 429 with Retry-After. Kept in process: the limit applies per API replica
+* `DISCO_CORS_ORIGINS` [unset = CORS off]: comma-separated origins allowed to call the API from
+  a browser on another origin (`*` for any; credentials are never allowed)
 """
 
 from __future__ import annotations
@@ -95,6 +109,14 @@ class Settings(BaseSettings):
     job_completion_wait_s: float = Field(25.0, ge=0.0, le=3600.0)
     stream_maxlen: int = Field(10_000, ge=1, le=100_000_000)
 
+    # -- security (SECURITY.md) -------------------------------------------------------------------
+    api_keys: SecretStr | None = None  # comma-separated
+    api_keys_file: Path | None = None  # one key per line, '#' comments
+    metrics_auth: bool = True
+    rate_limit_per_min: int = Field(0, ge=0, le=10_000_000)  # 0 = off
+    rate_limit_burst: int = Field(0, ge=0, le=10_000_000)  # 0 = rate_limit_per_min
+    cors_origins: str = ""  # comma-separated; empty = CORS off
+
     @field_validator("queue_url")
     @classmethod
     def _check_queue_url(cls, value: str) -> str:
@@ -111,6 +133,13 @@ class Settings(BaseSettings):
     def _check_ca_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"redis_tls_ca_file {value} is not a file")
+        return value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _check_api_keys_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"api_keys_file {value} is not a file")
         return value
 
     @model_validator(mode="after")
@@ -137,6 +166,12 @@ class Settings(BaseSettings):
     @property
     def max_wait_s(self) -> float:
         return self.max_wait_ms / 1000.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """`cors_origins` split on commas; empty: CORS stays off."""
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @classmethod
     def with_overrides(cls, **overrides: Any) -> Settings:

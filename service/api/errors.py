@@ -7,7 +7,9 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from service.batch_handler import ERR_IMAGE, ERR_KIND, ERR_PARAMS, ERR_TOO_LARGE
 from service.queue import QueueFull, QueueUnavailable
@@ -22,6 +24,25 @@ JOB_ERROR_STATUS = {
     ERROR_EXPIRED: 504,
     ERROR_CANCELLED: 409,
 }
+
+
+class ErrorDetail(BaseModel):
+    """`code` is stable (switch on it); `message` is for people; more fields may follow."""
+
+    model_config = ConfigDict(extra="allow")
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: `{"error": {"code": ..., "message": ...}}` (OpenAPI schema)."""
+
+    error: ErrorDetail
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for error statuses, all with the `ErrorBody` schema."""
+    return {status: {"model": ErrorBody, "description": d} for status, d in descriptions.items()}
 
 
 class ApiError(Exception):
@@ -91,10 +112,25 @@ def _plain(e: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _http(_: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette lists the first route's methods only
+        headers["Allow"] = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
+    return error_response(exc.status_code, code, str(exc.detail), headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (GET and DELETE /jobs/{id}, ...)."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        scope = {**request.scope, "method": method}
+        for route in request.app.router.routes:
+            if not isinstance(route, Mount) and route.matches(scope)[0] is Match.FULL:
+                allowed.append(method)
+                break
+    return allowed
 
 
 exception_handlers = {

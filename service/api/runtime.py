@@ -72,6 +72,9 @@ class Runtime:
                 await asyncio.wait_for(self.worker_task, self.settings.job_completion_wait_s + 5)
         if self.queue is not None:
             await self.queue.close()
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
 
 
 def _warmup(engine: Engine) -> None:

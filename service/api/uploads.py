@@ -12,9 +12,11 @@ import warnings
 from typing import Any
 
 from fastapi import Request
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from starlette.datastructures import UploadFile
+from starlette.types import Message, Receive
 
+from service.imageio import UPLOAD_FORMATS
 from service.settings import Settings
 
 from .errors import ApiError
@@ -31,7 +33,10 @@ async def read_upload(request: Request, settings: Settings) -> tuple[bytes, dict
         raise _too_large(int(declared), limit)
     fields: dict[str, Any] = {}
     if ctype == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=32)
+        # Count the bytes as they arrive: a chunked upload declares no Content-Length, and the
+        # form parser would otherwise spool a body of any size to disk before we see the file.
+        limited = Request(request.scope, _limited_receive(request, limit + MULTIPART_OVERHEAD))
+        form = await limited.form(max_files=1, max_fields=32)
         upload = form.get("image")
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "missing_image", "multipart body needs a file field named 'image'")
@@ -64,6 +69,21 @@ async def read_upload(request: Request, settings: Settings) -> tuple[bytes, dict
     return data, fields
 
 
+def _limited_receive(request: Request, limit: int) -> Receive:
+    receive, seen = request.receive, 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _too_large(seen, limit)
+        return message
+
+    return limited
+
+
 def _too_large(size: int, limit: int) -> ApiError:
     return ApiError(
         413, "payload_too_large", f"upload of {size} bytes exceeds the limit of {limit} bytes"
@@ -75,17 +95,20 @@ def check_header(data: bytes, max_pixels: int) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS)
             w, h = img.size
             fmt = img.format
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except Image.DecompressionBombError as e:
+        raise ApiError(413, "image_too_large", str(e)) from e
+    except MemoryError:
+        raise
+    except Exception as e:  # Pillow's parsers raise OSError, SyntaxError, ValueError, KeyError...
+        reason = str(e) or type(e).__name__
         raise ApiError(
             415,
             "unsupported_image",
-            f"not a supported image (PNG, JPEG, WebP, BMP, GIF, TIFF): {e}",
+            f"not a supported image (PNG, JPEG, WebP, BMP, GIF, TIFF): {reason}",
         ) from e
-    except Image.DecompressionBombError as e:
-        raise ApiError(413, "image_too_large", str(e)) from e
     if w <= 0 or h <= 0:
         raise ApiError(400, "bad_image", f"{fmt} image declares an empty size {w}x{h}")
     if w * h > max_pixels:

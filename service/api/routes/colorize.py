@@ -23,8 +23,9 @@ from service.pipeline import seed_from_bytes
 from service.queue import JobDef, JobStatus
 
 from ..deps import QueueDep, RuntimeDep
-from ..errors import ApiError, error_body
+from ..errors import ApiError, ErrorBody, error_body
 from ..responses import raise_for_job, result_response
+from ..security import request_digest, scoped_idempotency_key
 from ..uploads import read_upload
 
 router = APIRouter(tags=["colorize"])
@@ -38,11 +39,11 @@ IMAGE_BODY = {
                 "required": ["image"],
                 "properties": {
                     "image": {"type": "string", "format": "binary"},
-                    "anchors": {"type": "integer"},
-                    "seed": {"type": "integer"},
-                    "count": {"type": "integer"},
+                    "anchors": {"type": "integer", "minimum": 1, "maximum": MAX_ANCHORS},
+                    "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+                    "count": {"type": "integer", "minimum": 1, "maximum": MAX_DIVERSE},
                     "format": {"type": "string", "enum": ["png", "jpeg", "webp"]},
-                    "quality": {"type": "integer"},
+                    "quality": {"type": "integer", "minimum": 1, "maximum": 100},
                     "size": {"type": "string", "enum": ["original", "model"]},
                     "hints": {"type": "string", "description": "JSON list of anchors"},
                 },
@@ -55,6 +56,7 @@ IMAGE_BODY = {
 
 def _error(status: int, desc: str) -> dict[str, Any]:
     return {
+        "model": ErrorBody,
         "description": desc,
         "content": {"application/json": {"example": error_body("code", "what went wrong")}},
     }
@@ -117,8 +119,14 @@ async def _submit(
     if params.seed is None:  # identical requests -> identical results, on any worker
         params = params.model_copy(update={"seed": seed_from_bytes(payload)})
     timeout = min(timeout_s or settings.job_timeout_s, settings.max_job_timeout_s)
+    job_params = params.to_job()
+    digest = request_digest(kind.value, job_params, payload)
     job = JobDef.create(
-        kind.value, payload, params=params.to_job(), timeout_s=timeout, idempotency_key=idem
+        kind.value,
+        payload,
+        params=job_params,
+        timeout_s=timeout,
+        idempotency_key=scoped_idempotency_key(request, idem, digest),
     )
     job = await queue.enqueue(job)
     rt.monitor.jobs.labels("accepted").inc()

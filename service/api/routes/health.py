@@ -54,7 +54,11 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+)
 async def metrics(rt: RuntimeDep) -> Response:
     """Prometheus exposition (every metric is documented in the README)."""
     if rt.queue is not None:

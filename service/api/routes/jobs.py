@@ -11,10 +11,36 @@ from service.params import JobKind
 from service.queue import JobInfo, JobStatus
 
 from ..deps import QueueDep, RuntimeDep
-from ..errors import ApiError
+from ..errors import ApiError, error_responses
 from ..responses import raise_for_job, result_response
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/jobs",
+    tags=["jobs"],
+    responses=error_responses(
+        {
+            404: "Unknown or expired job",
+            422: "Invalid job id or index",
+            503: "Queue unreachable or service not ready",
+        }
+    ),
+)
+# GET .../result answers the job's own error when it failed (as POST /colorize would have).
+RESULT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The result: image bytes, or JSON (diverse: all results; anchors)",
+        "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "application/json": {}},
+    },
+    **error_responses(
+        {
+            400: "The job failed: bad options or a corrupt image",
+            409: "Not finished yet (Retry-After), or cancelled",
+            413: "The job failed: image over the limits",
+            415: "The job failed: not a supported image",
+            504: "The job's deadline passed",
+        }
+    ),
+}
 JobId = Annotated[str, Path(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
@@ -34,7 +60,7 @@ def _links(info: JobInfo) -> dict[str, Any]:
     return links
 
 
-@router.get("/{job_id}", responses={404: {"description": "Unknown or expired job"}})
+@router.get("/{job_id}")
 async def job_status(job_id: JobId, queue: QueueDep) -> dict[str, Any]:
     """Status (queued, running, done, failed, expired, cancelled), timings and result links."""
     info = await _info(queue, job_id)
@@ -50,13 +76,13 @@ async def _result(queue: QueueDep, job_id: str, index: int | None) -> Response:
     return result_response(info, result, index)
 
 
-@router.get("/{job_id}/result", responses={409: {"description": "Not finished yet"}})
+@router.get("/{job_id}/result", responses=RESULT_RESPONSES)
 async def job_result(job_id: JobId, queue: QueueDep) -> Response:
     """The result: image bytes (colorize), JSON (diverse: all results; anchors)."""
     return await _result(queue, job_id, None)
 
 
-@router.get("/{job_id}/result/{index}")
+@router.get("/{job_id}/result/{index}", responses=RESULT_RESPONSES)
 async def job_result_k(
     job_id: JobId, queue: QueueDep, index: Annotated[int, Path(ge=0, le=63)]
 ) -> Response:
@@ -64,7 +90,7 @@ async def job_result_k(
     return await _result(queue, job_id, index)
 
 
-@router.delete("/{job_id}", responses={409: {"description": "Already started or finished"}})
+@router.delete("/{job_id}", responses=error_responses({409: "Already started or finished"}))
 async def cancel_job(job_id: JobId, queue: QueueDep, rt: RuntimeDep) -> dict[str, Any]:
     """Cancel a job that has not started; a running or finished job cannot be cancelled."""
     info = await _info(queue, job_id)
