@@ -33,7 +33,7 @@ $(MODEL_REPO)/manifest.json: | $(STAMP)
 	$(BIN)/disco export --out $(MODEL_REPO) --name disco-test-seed0
 else
 $(MODEL_REPO)/manifest.json: $(MODEL_CKPT) | $(STAMP)
-	$(BIN)/disco export --checkpoint $(MODEL_CKPT) --out $(MODEL_REPO) --name disco-demo
+	$(BIN)/disco export --checkpoint $(MODEL_CKPT) --out $(MODEL_REPO)
 endif
 
 model: $(MODEL_REPO)/manifest.json
@@ -45,6 +45,22 @@ serve: install model
 # Engine benchmark (quiet machine!): figures and the command go into BENCHMARKS.md.
 bench: install
 	$(BIN)/disco bench --accuracy-checkpoint $(MODEL_CKPT)
+
+# Load test (quiet machine!): the embedded stack and redis-server + API + 2 workers on 127.0.0.1,
+# locust headless LOADTEST_SECONDS per run (LOADTEST_PLAN: full ~40 min at 60 s, scenarios,
+# sweep, smoke); results, plot and tables in artifacts/loadtest/<UTC timestamp>/.
+LOADTEST_SECONDS ?= 60
+LOADTEST_PLAN ?= full
+LOADTEST_ARGS ?=
+.PHONY: loadtest
+$(VENV)/.installed-load: pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[load]'
+	touch $@
+
+loadtest: install model $(VENV)/.installed-load
+	@command -v redis-server >/dev/null 2>&1 || scripts/system-deps.sh
+	$(BIN)/python -m loadtests.run --model $(MODEL_REPO) --plan $(LOADTEST_PLAN) \
+		--seconds $(LOADTEST_SECONDS) $(LOADTEST_ARGS)
 
 test: install
 	scripts/system-deps.sh
