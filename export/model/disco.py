@@ -450,7 +450,8 @@ default_cfgs: dict[str, dict[str, Any]] = {
         notes="regenerated from the state-dict manifest (architecture spec sec. 11)",
     ),
     "disco_demo.bundled": _cfg(
-        license="MIT (trained here)",
+        license="trained here from photos under CC-BY-SA / GPL-2+ / CC0 and others: see "
+        "models/disco-demo/MODEL_CARD.md before redistributing",
         notes="width-reduced demo model bundled with the service",
         width=0.25,
     ),
