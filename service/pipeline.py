@@ -22,10 +22,9 @@ from service.anchors import init_indices
 from service.engine.base import Encoded, Engine
 from service.gamut import AB_SCALE, q_to_ab
 from service.hints import Hint, hints_to_arrays
+from service.params import MAX_ANCHORS, MAX_DIVERSE
 
 Size = Literal["original", "model"]
-MAX_ANCHORS = 64
-MAX_DIVERSE = 10  # the sampler draws from the top-10 bins per token
 
 
 def seed_from_bytes(data: bytes) -> int:
