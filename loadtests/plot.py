@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from loadtests import scenarios as sc
+from loadtests.run import also_in
 
 COLORS = {"embedded": "tab:blue", "redis": "tab:orange"}
 
@@ -88,6 +90,11 @@ def plot(report: dict[str, Any], out: Path) -> Path:
         (ax_w, "wait", "max_wait_ms", "max_wait_ms (DISCO_MAX_WAIT_MS)", "at half load"),
     ):
         pts = _points(results, role, key)
+        if role == "batch":  # + the load sweep's point at the default max_batch, same users
+            pts = sorted(
+                pts + [r for r in _points(results, "load", key) if also_in(report, r, role)],
+                key=lambda r: r[key],
+            )
         if not pts:
             ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
             ax.set_axis_off()
@@ -120,7 +127,7 @@ def plot(report: dict[str, Any], out: Path) -> Path:
     fig.suptitle(
         f"disco-serve load test: model {report['model']}, {m['cpu']} ({m['cores']} cores), "
         f"{report['seconds']} s per point, {m['date']}"
-        + (f"\n{report['note']}" if report.get("note") else ""),
+        + ("\n" + textwrap.fill(report["note"], 150) if report.get("note") else ""),
         fontsize=10,
     )
     fig.tight_layout()

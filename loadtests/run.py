@@ -36,12 +36,14 @@ import csv
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import traceback
 import urllib.error
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -82,9 +84,10 @@ class Run:
 
 def build_plan(args: argparse.Namespace) -> list[Run]:
     base = {
-        t: StackConfig(t, args.workers, args.max_batch, args.max_wait_ms)
+        t: StackConfig(t, args.workers, args.max_batch, args.max_wait_ms,
+                       redis_hz=args.redis_hz if t == "redis" else None)
         for t in ("embedded", "redis")
-    }
+    }  # fmt: skip
     topologies = [t for t in args.topologies.split(",") if t]
     u = args.users
     runs: list[Run] = []
@@ -252,13 +255,48 @@ def run_name(index: int, run: Run) -> str:
     return f"{index:02d}-{s.topology}-b{s.max_batch}-w{s.max_wait_ms:g}-{scenario}-u{run.users}"
 
 
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _our_cpu_s(pids: list[int]) -> float:
+    """CPU seconds of the stack's processes, this driver and its reaped children (locust)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
 def execute(stack: Stack, run: Run, think_s: float, seconds: int, outdir: Path) -> dict[str, Any]:
     stack.check_alive()
     load_before = os.getloadavg()[0]
     before = stack.scrape()
     t0 = time.time()
+    pids = list(stack.pids.values())
+    busy0, ours0, wall0 = _busy_cpu_s(), _our_cpu_s(pids), time.monotonic()
     run_locust(stack, run, think_s, seconds, outdir)
     stack.drain()
+    wall = time.monotonic() - wall0
+    other_cpu = max(0.0, (_busy_cpu_s() - busy0) - (_our_cpu_s(pids) - ours0))
+    other_frac = other_cpu / (wall * (os.cpu_count() or 1))
+    if other_frac > 0.05:
+        _print(
+            f"   WARNING: other processes used {100 * other_frac:.0f} % of the machine's CPU "
+            "during this run: the figures are noisy"
+        )
     after = stack.scrape()
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     stats = read_stats(outdir / "locust_stats.csv")
@@ -294,6 +332,7 @@ def execute(stack: Stack, run: Run, think_s: float, seconds: int, outdir: Path) 
         "seconds": seconds,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
         "loadavg_1m_before": round(load_before, 2),
+        "other_cpu_pct": round(100 * other_frac, 1),  # CPU of processes not in the test
         "primary": primary,
         "requests": stats,
         "failures": int(agg.get("failures", 0)),
@@ -331,6 +370,7 @@ def stack_label(r: dict[str, Any]) -> str:
 
 def row_line(r: dict[str, Any]) -> str:
     load = f"{r['users']}" + (f" (think {r['think_s']:.2f} s)" if r["think_s"] else "")
+    other = f"{r['other_cpu_pct']:.0f} %" if "other_cpu_pct" in r else "-"
     # a scenario's own row; for the mixed profile every row that produces images
     rows = (
         [r["primary"]] if r["primary"] else [n for n in r["requests"] if n in sc.IMAGES_PER_REQUEST]
@@ -343,14 +383,14 @@ def row_line(r: dict[str, Any]) -> str:
         cells.append(
             f"| {stack_label(r)} | {r['scenario']} | {s['type']} `{name}` | {load} | "
             f"{s['rps']:.2f} | {_fmt(s['p50_ms'])} | {_fmt(s['p95_ms'])} | {_fmt(s['p99_ms'])} | "
-            f"{s['failures']}/{s['count']} | {_fmt(r['batch_mean'], 1)} |"
+            f"{s['failures']}/{s['count']} | {_fmt(r['batch_mean'], 1)} | {other} |"
         )
     return "\n".join(cells)
 
 
 TABLE_HEAD = (
     "| stack | scenario | request | users | req/s | p50 ms | p95 ms | p99 ms | failed/total "
-    "| mean batch |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    "| mean batch | other CPU |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -383,12 +423,20 @@ def efficiency(
     return out
 
 
-def _also_scenario(report: dict[str, Any], r: dict[str, Any], role: str) -> bool:
-    """The colorize 256 px scenario points (1 user, saturation) the load sweep ran for both."""
-    return (
-        role == "scenario" and r["role"] == "load" and r["scenario"] == sc.COLORIZE_256
-        and r["users"] in (1, report["saturation_users"]) and report["plan"] == "full"
-    )  # fmt: skip
+def also_in(report: dict[str, Any], r: dict[str, Any], role: str) -> bool:
+    """Points the load sweep ran for another part of the plan too: the colorize 256 px
+    scenario (1 user, saturation) and the default max_batch of the max_batch sweep."""
+    if r["role"] != "load" or r["scenario"] != sc.COLORIZE_256:
+        return False
+    if role == "scenario":
+        return r["users"] in (1, report["saturation_users"]) and report["plan"] == "full"
+    if role == "batch":
+        return any(
+            b["role"] == "batch" and b["users"] == r["users"] and b["topology"] == r["topology"]
+            and b["max_wait_ms"] == r["max_wait_ms"] and not r["think_s"]
+            for b in report["results"]
+        )  # fmt: skip
+    return False
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -403,6 +451,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]  # fmt: skip
     if report.get("note"):
         lines += ["", f"**{report['note']}**"]
+    if report.get("error"):
+        lines += ["", f"**Stopped early: {report['error']}** (the figures below are partial)"]
     for role, title in (
         ("scenario", "Scenarios"),
         ("load", "Offered load (colorize 256 px, closed-loop users)"),
@@ -410,9 +460,10 @@ def markdown(report: dict[str, Any]) -> str:
         ("wait", "max_wait_ms (embedded, colorize 256 px, half load)"),
         ("smoke", "Smoke"),
     ):
-        rows = [
-            row_line(r) for r in results if r["role"] == role or _also_scenario(report, r, role)
-        ]
+        chosen = [r for r in results if r["role"] == role or also_in(report, r, role)]
+        if role in ("batch", "wait"):
+            chosen.sort(key=lambda r: (r["max_batch"], r["max_wait_ms"]))
+        rows = [row_line(r) for r in chosen]
         if rows:
             lines += ["", f"**{title}**", "", TABLE_HEAD, *rows]
     eff = report.get("efficiency", [])
@@ -538,6 +589,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=int, default=env_int("LOADTEST_SECONDS", 60), help="per run")
     p.add_argument("--topologies", default="embedded,redis", help="embedded,redis")
     p.add_argument("--workers", type=int, default=2, help="disco workers of the redis stack")
+    p.add_argument("--redis-hz", type=int, help="redis-server --hz (default: Redis's own, 10)")
     p.add_argument("--max-batch", type=int, default=env_int("DISCO_MAX_BATCH", 8))
     p.add_argument(
         "--max-wait-ms", type=float, default=float(os.environ.get("DISCO_MAX_WAIT_MS") or 10)
@@ -581,9 +633,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("DISCO_THREADS", None)  # the engine-only baseline sets its threads itself
 
     def on_term(signum: int, frame: Any) -> None:
+        _print(f"loadtest: {signal.Signals(signum).name} received, stopping")
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, on_term)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_term)
     argv_used = sys.argv[1:] if argv is None else argv
     report: dict[str, Any] = {
         "command": "python -m loadtests.run " + shlex.join(argv_used),
@@ -637,9 +691,14 @@ def main(argv: list[str] | None = None) -> int:
                     report["results"].append(result)
                     save()
                     _print(TABLE_HEAD.split("\n")[0] + "\n" + row_line(result))
-    except (Exception, KeyboardInterrupt) as e:
+    except (Exception, KeyboardInterrupt, SystemExit) as e:
         status = 130 if isinstance(e, KeyboardInterrupt) else 1
-        _print(f"loadtest stopped: {type(e).__name__}: {e}")
+        if isinstance(e, SystemExit) and isinstance(e.code, int):
+            status = e.code
+        report["error"] = f"{type(e).__name__}: {e}"
+        _print(f"loadtest stopped: {report['error']}")
+        if not isinstance(e, KeyboardInterrupt | SystemExit):
+            traceback.print_exc()
     finally:
         save()
 
@@ -651,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as e:  # matplotlib is in the `load` extra
             _print(f"no plot: {e}")
     _print("\n" + markdown(report))
-    if args.publish:
+    if args.publish and status == 0:
         args.publish.mkdir(parents=True, exist_ok=True)
         shutil.copy(out / "load.json", args.publish / "load.json")
         if (out / "load.png").is_file():

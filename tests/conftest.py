@@ -76,7 +76,7 @@ class RedisServerProcess:
     """A throwaway `redis-server` (no persistence) on a free local port. `stop()` and `start()`
     keep the port, so a client can watch Redis go away and come back (fault tests)."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         import socket
 
         if port is None:
@@ -85,6 +85,7 @@ class RedisServerProcess:
                 port = sock.getsockname()[1]
         self.port = port
         self.workdir = workdir
+        self.args = args  # extra redis-server arguments, e.g. ("--hz", "1")
         self.proc = None
 
     @property
@@ -100,7 +101,7 @@ class RedisServerProcess:
         if exe is None:
             pytest.skip("redis-server not installed (make test installs it)")
         args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir), "--logfile", ""]  # fmt: skip
+                "--appendonly", "no", "--dir", str(self.workdir), "--logfile", "", *self.args]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         ready, lines = threading.Event(), []
 
@@ -146,8 +147,8 @@ def redis_server_factory(tmp_path):
     """Start private redis-servers this test may stop and restart; all are killed afterwards."""
     servers: list[RedisServerProcess] = []
 
-    def start() -> RedisServerProcess:
-        server = RedisServerProcess(tmp_path / f"redis{len(servers)}")
+    def start(*args: str) -> RedisServerProcess:
+        server = RedisServerProcess(tmp_path / f"redis{len(servers)}", args=args)
         server.workdir.mkdir()
         servers.append(server.start())
         return server

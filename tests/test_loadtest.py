@@ -47,7 +47,8 @@ def test_full_plan_shares_points_and_measures_overhead_at_one_user():
     from loadtests import run
     from loadtests import scenarios as sc
 
-    runs = run.build_plan(run.parser().parse_args(["--plan", "full"]))
+    argv = ["--plan", "full", "--max-batch", "8", "--max-wait-ms", "10", "--workers", "2"]
+    runs = run.build_plan(run.parser().parse_args(argv))
     assert len({r.key for r in runs}) == len(runs) == 26  # shared points run once
     one = [r for r in runs if r.users == 1]
     assert {r.stack.topology for r in one} == {"embedded", "redis"}

@@ -67,6 +67,10 @@ from .jobs import (
 )
 from .redis_scripts import SCRIPTS
 
+# blocking reads shorter than this are polled client-side (see `read`)
+SHORT_BLOCK_MS = 100
+SHORT_BLOCK_POLL_S = 0.002
+
 log = logging.getLogger("disco.queue")
 
 P = ParamSpec("P")
@@ -417,6 +421,19 @@ class RedisStreamsQueue:
         self._check_open()
         if block_ms is not None and block_ms < 1:
             raise ValueError("block_ms must be >= 1 (0 would block forever) or None")
+        if block_ms is None or block_ms >= SHORT_BLOCK_MS:
+            return await self._read(consumer, count, block_ms)
+        # Redis notices an expired BLOCK only on its next timer tick (every 1000/hz ms, 100 ms
+        # at the default hz 10), so a 10 ms batch-fill wait would last 40-90 ms: poll instead
+        deadline = time.monotonic() + block_ms / 1000.0
+        while True:
+            got = await self._read(consumer, count, None)
+            left = deadline - time.monotonic()
+            if got or left <= 0:
+                return got
+            await asyncio.sleep(min(SHORT_BLOCK_POLL_S, left))
+
+    async def _read(self, consumer: str, count: int, block_ms: int | None) -> list[Delivery]:
         try:
             reply = await self.client.xreadgroup(
                 C.GROUP_NAME, consumer, {C.STREAM_KEY: ">"}, count=count, block=block_ms

@@ -121,6 +121,30 @@ async def test_dead_letter_stream_is_capped(redis_url):
         await queue.close()
 
 
+async def test_short_blocking_reads_end_on_time_at_a_coarse_redis_tick(redis_server_factory):
+    """Redis ends an expired BLOCK only on its timer tick (1 s at --hz 1): the batch-fill wait's
+    short reads must not depend on it, yet still pick up an entry that arrives during them."""
+    server = redis_server_factory("--hz", "1")
+    queue = open_queue(server.url, _settings(server.url))
+    try:
+        await queue.register("w")
+        t0 = time.monotonic()
+        for _ in range(5):
+            assert await queue.read("w", 4, 10) == []
+        elapsed = time.monotonic() - t0
+        assert elapsed < 1.0, f"5 x 10 ms reads took {elapsed:.2f} s (the server tick is 1 s)"
+
+        async def enqueue_later():
+            await asyncio.sleep(0.02)
+            return await queue.enqueue(JobDef.create("colorize", b"p"))
+
+        later = asyncio.create_task(enqueue_later())
+        got = await queue.read("w", 4, 90)
+        assert [d.job_id for d in got] == [(await later).id]
+    finally:
+        await queue.close()
+
+
 async def test_redis_outage_raises_unavailable_then_recovers(redis_server_factory):
     server = redis_server_factory()
     queue = open_queue(server.url, _settings(server.url))
