@@ -101,7 +101,8 @@ class RedisServerProcess:
         if exe is None:
             pytest.skip("redis-server not installed (make test installs it)")
         args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir), "--logfile", "", *self.args]  # fmt: skip
+                "--appendonly", "no", "--dir", str(self.workdir), "--logfile", ""]  # fmt: skip
+        args += self.args
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         ready, lines = threading.Event(), []
 
