@@ -37,7 +37,7 @@ def encode_image(rgb: Any, fmt: ImageFormat, quality: int | None) -> bytes:
     buf = io.BytesIO()
     img = Image.fromarray(rgb)
     if fmt is ImageFormat.png:
-        img.save(buf, "PNG", compress_level=3)
+        img.save(buf, "PNG", compress_level=1)  # zlib level 1: 30 % faster than 3, ~5 % larger
     elif fmt is ImageFormat.jpeg:
         img.save(buf, "JPEG", quality=quality or 90, subsampling=0 if (quality or 90) >= 90 else 2)
     else:
