@@ -4,12 +4,15 @@ Runs in a worker thread (`asyncio.to_thread`): decoding, the engine (ONNX Runtim
 GIL), full-resolution compose and image encoding are CPU work that must never block an event
 loop. One handler serves one engine; the worker calls it with one batch at a time.
 A job whose input is bad fails alone with a clear error code; the rest of the batch runs.
+If the batch itself raises (a runtime error, memory), its jobs are run again one at a time, so
+only the job that fails again fails; a single job's error goes back to the worker (a retry).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +33,8 @@ ERR_TOO_LARGE = "image_too_large"
 ERR_KIND = "unknown_kind"
 
 StageObserver = Callable[[str, float], None]
+
+log = logging.getLogger("disco.worker")
 
 
 def encode_image(rgb: Any, fmt: ImageFormat, quality: int | None) -> bytes:
@@ -90,37 +95,81 @@ class ColorizeHandler:
             else:
                 prepared["anchors" if job.kind == JobKind.anchors else "images"].append((i, p))
 
-        if prepared["images"]:
-            timer = pipeline.Timer()
-            idx, pjobs = zip(*prepared["images"], strict=True)
-            outputs = pipeline.run(self.engine, pjobs, timer)
-            compute = dict(timer.seconds)
-            self.observe("compute", compute.get("encoder", 0) + compute.get("generator", 0))
-            for i, outs in zip(idx, outputs, strict=True):
-                params = ColorizeParams.model_validate(jobs[i].params)
-                start = time.perf_counter()
-                blobs = [encode_image(o.image, params.format, params.quality) for o in outs]
-                encode_s = time.perf_counter() - start
-                self.observe("encode", encode_s)
-                h, w = outs[0].image.shape[:2]
-                results[i] = JobResult.ok(
-                    blobs,
-                    content_type=CONTENT_TYPES[params.format],
-                    width=w,
-                    height=h,
-                    anchors=[[a.__dict__ for a in o.anchors] for o in outs],
-                    timings={**{f"{k}_s": v for k, v in compute.items()}, "encode_s": encode_s},
-                )
-        if prepared["anchors"]:
-            timer = pipeline.Timer()
-            idx, pjobs = zip(*prepared["anchors"], strict=True)
-            described = pipeline.automatic_anchors(self.engine, pjobs, timer)
-            self.observe("compute", timer.seconds.get("encoder", 0))
-            for i, anchors in zip(idx, described, strict=True):
-                h, w = pjobs[idx.index(i)].rgb.shape[:2]
-                results[i] = JobResult.ok(
-                    [], content_type="application/json", width=w, height=h, anchors=anchors,
-                    timings={f"{k}_s": v for k, v in timer.seconds.items()},
-                )  # fmt: skip
+        for kind, run in (("images", self._colorize), ("anchors", self._anchors)):
+            if prepared[kind]:
+                self._run_isolated(jobs, prepared[kind], run, results)
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
+
+    def _run_isolated(
+        self,
+        jobs: list[JobDef],
+        group: list[tuple[int, pipeline.Job]],
+        run: Callable[[list[JobDef], list[tuple[int, pipeline.Job]]], dict[int, JobResult]],
+        results: list[JobResult | Exception | None],
+    ) -> None:
+        """Run `group` as one batch; if that raises, once more job by job, so a bad job fails
+        alone instead of sending its batch-mates round the retry loop with it. A batch of one
+        job raises: the worker retries it, then dead-letters it after `max_deliveries`."""
+        done: dict[int, JobResult | Exception]
+        if len(jobs) == 1:
+            done = dict(run(jobs, group))
+        else:
+            try:
+                done = dict(run(jobs, group))
+            except Exception as e:
+                if len(group) == 1:  # its batch-mates are done or failed on their own
+                    done = {group[0][0]: e}
+                else:
+                    log.warning("a batch of %d failed (%s: %s); running its jobs one at a time",
+                                len(group), type(e).__name__, e)  # fmt: skip
+                    done = {}
+                    for member in group:
+                        try:
+                            done.update(run(jobs, [member]))
+                        except Exception as single:
+                            done[member[0]] = single
+        for i, result in done.items():
+            results[i] = result
+
+    def _colorize(
+        self, jobs: list[JobDef], group: list[tuple[int, pipeline.Job]]
+    ) -> dict[int, JobResult]:
+        timer = pipeline.Timer()
+        idx, pjobs = zip(*group, strict=True)
+        outputs = pipeline.run(self.engine, pjobs, timer)
+        compute = dict(timer.seconds)
+        self.observe("compute", compute.get("encoder", 0) + compute.get("generator", 0))
+        done: dict[int, JobResult] = {}
+        for i, outs in zip(idx, outputs, strict=True):
+            params = ColorizeParams.model_validate(jobs[i].params)
+            start = time.perf_counter()
+            blobs = [encode_image(o.image, params.format, params.quality) for o in outs]
+            encode_s = time.perf_counter() - start
+            self.observe("encode", encode_s)
+            h, w = outs[0].image.shape[:2]
+            done[i] = JobResult.ok(
+                blobs,
+                content_type=CONTENT_TYPES[params.format],
+                width=w,
+                height=h,
+                anchors=[[a.__dict__ for a in o.anchors] for o in outs],
+                timings={**{f"{k}_s": v for k, v in compute.items()}, "encode_s": encode_s},
+            )
+        return done
+
+    def _anchors(
+        self, jobs: list[JobDef], group: list[tuple[int, pipeline.Job]]
+    ) -> dict[int, JobResult]:
+        timer = pipeline.Timer()
+        idx, pjobs = zip(*group, strict=True)
+        described = pipeline.automatic_anchors(self.engine, pjobs, timer)
+        self.observe("compute", timer.seconds.get("encoder", 0))
+        done: dict[int, JobResult] = {}
+        for i, job, anchors in zip(idx, pjobs, described, strict=True):
+            h, w = job.rgb.shape[:2]
+            done[i] = JobResult.ok(
+                [], content_type="application/json", width=w, height=h, anchors=anchors,
+                timings={f"{k}_s": v for k, v in timer.seconds.items()},
+            )  # fmt: skip
+        return done

@@ -301,6 +301,9 @@ def serve(
     threads: Annotated[
         int | None, typer.Option(help="Engine threads, 0 = all [DISCO_THREADS].")
     ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="Model variant, e.g. int8 [DISCO_PRECISION, fp32].")
+    ] = None,
     max_batch: Annotated[
         int | None, typer.Option(help="Embedded worker batch [DISCO_MAX_BATCH].")
     ] = None,
@@ -320,13 +323,15 @@ def serve(
         model_dir=model,
         queue_url=queue,
         threads=threads,
+        precision=precision,
         engine=engine.value if engine else None,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
     )
     typer.echo(
         f"disco serve: http://{settings.host}:{settings.port} queue={settings.queue_url} "
-        f"model={settings.model_dir} engine={settings.engine}",
+        f"model={settings.model_dir} engine={settings.engine} "
+        f"precision={settings.precision or 'default'}",
         err=True,
     )
     uvicorn.run(
@@ -348,10 +353,13 @@ def worker(
         int | None, typer.Option(help="Jobs per batch [DISCO_MAX_BATCH, 8].")
     ] = None,
     max_wait_ms: Annotated[
-        float | None, typer.Option(help="Batch fill wait [DISCO_MAX_WAIT_MS, 10].")
+        float | None, typer.Option(help="Batch fill wait [DISCO_MAX_WAIT_MS, 2].")
     ] = None,
     engine: Annotated[ServeEngine | None, typer.Option(help="Engine [DISCO_ENGINE, onnx].")] = None,
     threads: Annotated[int | None, typer.Option(help="Engine threads [DISCO_THREADS].")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="Model variant, e.g. int8 [DISCO_PRECISION, fp32].")
+    ] = None,
     metrics_port: Annotated[
         int, typer.Option(help="Prometheus metrics port of this worker (0 = off).")
     ] = 9100,
@@ -377,10 +385,13 @@ def worker(
         max_wait_ms=max_wait_ms,
         engine=engine.value if engine else None,
         threads=threads,
+        precision=precision,
     )
     if settings.queue_backend != "redis":
         raise typer.BadParameter("a worker needs --queue redis://... (memory:// runs inside serve)")
-    eng = open_engine(settings.engine, settings.model_dir, settings.threads)
+    eng = open_engine(
+        settings.engine, settings.model_dir, settings.threads, variant=settings.precision
+    )
     getattr(eng, "warmup", lambda: None)()
     monitor = Monitor()
     monitor.set_model(getattr(eng, "info", {"engine": eng.name}))

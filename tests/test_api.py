@@ -203,3 +203,32 @@ def test_openapi_lists_every_endpoint(client):
         assert p in paths, p
     body = paths["/colorize"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "image/*"} <= body.keys()
+
+
+def test_precision_selects_the_model_variant(tmp_path, tiny_model, tiny_repo, gray_photo):
+    """DISCO_PRECISION=int8 serves the int8 variant `disco export --quantize int8` wrote; an
+    unknown variant keeps the API unready with the reason instead of serving fp32 silently."""
+    import shutil
+
+    from export.quantize import add_int8_variant
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo, repo)
+    add_int8_variant(tiny_model, repo)
+    answers = {}
+    for precision in (None, "int8"):
+        settings = Settings(queue_url="memory://", model_dir=repo, threads=2, precision=precision)
+        with TestClient(create_app(settings)) as c:
+            ready = c.get("/readyz").json()
+            assert ready["model"]["precision"] == (precision or "fp32")
+            r = c.post("/colorize", files={"image": ("g.png", gray_photo, "image/png")})
+            assert r.status_code == 200
+            answers[precision] = np.asarray(Image.open(io.BytesIO(r.content)), np.float32)
+    assert answers[None].shape == answers["int8"].shape
+    assert np.abs(answers[None] - answers["int8"]).max() > 0  # a different graph ran
+
+    settings = Settings(queue_url="memory://", model_dir=repo, precision="int4")
+    with TestClient(create_app(settings)) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert "no 'int4' variant" in r.json()["checks"]["model"]

@@ -49,12 +49,12 @@ def test_full_plan_shares_points_and_measures_overhead_at_one_user():
 
     argv = ["--plan", "full", "--max-batch", "8", "--max-wait-ms", "10", "--workers", "2"]
     runs = run.build_plan(run.parser().parse_args(argv))
-    assert len({r.key for r in runs}) == len(runs) == 26  # shared points run once
+    assert len({r.key for r in runs}) == len(runs) == 27  # shared points run once
     one = [r for r in runs if r.users == 1]
     assert {r.stack.topology for r in one} == {"embedded", "redis"}
     assert all(r.overhead and r.scenario == sc.COLORIZE_256 for r in one)
     stacks = [s for s, _ in run.grouped(runs)]
-    assert len(stacks) == len(set(stacks)) == 9  # one start per stack configuration
+    assert len(stacks) == len(set(stacks)) == 10  # one start per stack configuration
     assert {r.stack.max_batch for r in runs if r.role == "batch"} == {1, 2, 4, 16}
 
 

@@ -62,7 +62,8 @@ class Runtime:
     def _open_engine(self) -> Engine:
         from service.engine.factory import open_engine
 
-        return open_engine(self.settings.engine, self.settings.model_dir, self.settings.threads)
+        s = self.settings
+        return open_engine(s.engine, s.model_dir, s.threads, variant=s.precision)
 
     async def stop(self) -> None:
         if self.worker is not None:

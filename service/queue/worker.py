@@ -112,7 +112,7 @@ class Worker:
     * `handler`: async `list[JobDef] -> list[JobResult | Exception]`, one per job, in order.
       It owns the compute: run blocking engine calls in a thread (`asyncio.to_thread`).
     * `max_batch` (8): most jobs per handler call.
-    * `max_wait_ms` (10): after the first job of a batch arrives, how long to wait for more.
+    * `max_wait_ms` (2): after the first job of a batch arrives, how long to wait for more.
     * `visibility_timeout_s` (30): a delivery nobody touched for this long is reclaimed. The
       worker touches its in-flight batch every third of it, so only dead or hung workers lose
       their jobs. Also how long it retries storing results while the queue is unreachable.
@@ -133,7 +133,7 @@ class Worker:
         queue: JobSource,
         handler: BatchHandler,
         max_batch: int = 8,
-        max_wait_ms: float = 10.0,
+        max_wait_ms: float = 2.0,
         visibility_timeout_s: float = 30.0,
         max_deliveries: int = 3,
         name: str | None = None,
