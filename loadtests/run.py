@@ -265,19 +265,20 @@ def _busy_cpu_s() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _our_cpu_s(pids: list[int]) -> float:
-    """CPU seconds of the stack's processes, this driver and its reaped children (locust)."""
-    total = 0.0
-    for pid in pids:
+def _cpu_s(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each stack process, and of this driver with its reaped children
+    (the locust runs) as `locust`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
         try:
             stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+            out[name] = (int(stat[11]) + int(stat[12])) / tick
         except (OSError, IndexError, ValueError):
-            pass
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
+            out[name] = 0.0
+    usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    out["locust"] = sum(u.ru_utime + u.ru_stime for u in usage)
+    return out
 
 
 def execute(stack: Stack, run: Run, think_s: float, seconds: int, outdir: Path) -> dict[str, Any]:
@@ -285,12 +286,13 @@ def execute(stack: Stack, run: Run, think_s: float, seconds: int, outdir: Path) 
     load_before = os.getloadavg()[0]
     before = stack.scrape()
     t0 = time.time()
-    pids = list(stack.pids.values())
-    busy0, ours0, wall0 = _busy_cpu_s(), _our_cpu_s(pids), time.monotonic()
+    pids = stack.pids
+    busy0, ours0, wall0 = _busy_cpu_s(), _cpu_s(pids), time.monotonic()
     run_locust(stack, run, think_s, seconds, outdir)
     stack.drain()
     wall = time.monotonic() - wall0
-    other_cpu = max(0.0, (_busy_cpu_s() - busy0) - (_our_cpu_s(pids) - ours0))
+    ours = {k: max(0.0, v - ours0.get(k, 0.0)) for k, v in _cpu_s(pids).items()}
+    other_cpu = max(0.0, (_busy_cpu_s() - busy0) - sum(ours.values()))
     other_frac = other_cpu / (wall * (os.cpu_count() or 1))
     if other_frac > 0.05:
         _print(
@@ -333,6 +335,8 @@ def execute(stack: Stack, run: Run, think_s: float, seconds: int, outdir: Path) 
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
         "loadavg_1m_before": round(load_before, 2),
         "other_cpu_pct": round(100 * other_frac, 1),  # CPU of processes not in the test
+        # per process, % of one core (all cores: 100 x cores): where the machine's CPU went
+        "cpu_pct": {k: round(100 * v / wall, 1) for k, v in ours.items()},
         "primary": primary,
         "requests": stats,
         "failures": int(agg.get("failures", 0)),
@@ -472,14 +476,18 @@ def markdown(report: dict[str, Any]) -> str:
             "", "**Serving efficiency at saturation** (colorize 256 px; engine-only = OnnxEngine "
             "encode + generate on preprocessed inputs, same threads, at the stack's mean batch)",
             "", "| stack | end-to-end img/s | mean batch | engine-only img/s "
-            "| ratio (target >= 0.9) |",
-            "|---|---:|---:|---:|---:|",
+            "| ratio (target >= 0.9) | CPU, % of one core, per process |",
+            "|---|---:|---:|---:|---:|---|",
         ]  # fmt: skip
+        by_id = {r["id"]: r for r in results}
         for e in eff:
             verdict = "met" if e["met"] else "**not met**"
+            cpu = by_id.get(e["id"], {}).get("cpu_pct", {})
             lines.append(
                 f"| {e['stack']} | {e['e2e_images_per_s']:.2f} | {e['batch_mean']:.1f} | "
-                f"{e['engine_images_per_s']:.2f} | {e['ratio']:.2f} ({verdict}) |"
+                f"{e['engine_images_per_s']:.2f} | {e['ratio']:.2f} ({verdict}) | "
+                + (", ".join(f"{k} {v:.0f}" for k, v in cpu.items()) or "-")
+                + " |"
             )
     ovh = [r for r in results if r.get("overhead")]
     if ovh:
@@ -592,7 +600,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-hz", type=int, help="redis-server --hz (default: Redis's own, 10)")
     p.add_argument("--max-batch", type=int, default=env_int("DISCO_MAX_BATCH", 8))
     p.add_argument(
-        "--max-wait-ms", type=float, default=float(os.environ.get("DISCO_MAX_WAIT_MS") or 2)
+        "--max-wait-ms", type=float, default=float(os.environ.get("DISCO_MAX_WAIT_MS") or 10)
     )
     p.add_argument("--users", type=int, default=8, help="saturation users (scenarios)")
     p.add_argument("--batch-users", type=int, default=16, help="users of the max_batch sweep")

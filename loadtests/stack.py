@@ -56,7 +56,7 @@ class StackConfig:
     topology: str  # "embedded" | "redis"
     workers: int = 2
     max_batch: int = 8
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 10.0
     threads: int | None = None
     redis_hz: int | None = None  # redis-server --hz (None: its default, 10, as deployed)
 

@@ -353,7 +353,7 @@ def worker(
         int | None, typer.Option(help="Jobs per batch [DISCO_MAX_BATCH, 8].")
     ] = None,
     max_wait_ms: Annotated[
-        float | None, typer.Option(help="Batch fill wait [DISCO_MAX_WAIT_MS, 2].")
+        float | None, typer.Option(help="Batch fill wait [DISCO_MAX_WAIT_MS, 10].")
     ] = None,
     engine: Annotated[ServeEngine | None, typer.Option(help="Engine [DISCO_ENGINE, onnx].")] = None,
     threads: Annotated[int | None, typer.Option(help="Engine threads [DISCO_THREADS].")] = None,

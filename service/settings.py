@@ -19,10 +19,8 @@ Environment variable = `DISCO_` + the field name in capitals (defaults in bracke
 * `DISCO_PRECISION` [the model's own, `fp32`]: a variant of the model repository to run, e.g.
   `int8` (written by `disco export --quantize int8`; 3.7x fp32 on a CPU, see BENCHMARKS.md)
 * `DISCO_MAX_BATCH` [`8`]: jobs per engine batch
-* `DISCO_MAX_WAIT_MS` [`2`]: how long a worker waits after a batch's first job for more. Under
-  load batches fill while the engine is busy; the wait only adds latency at low load, and on
-  the CPU 10 ms bought no throughput (BENCHMARKS.md). Raise it on GPU nodes, where batch 8
-  costs far less than 8 x batch 1
+* `DISCO_MAX_WAIT_MS` [`10`]: how long a worker waits after a batch's first job for more (only
+  while batches have company: a lone request at low load does not wait)
 * `DISCO_JOB_TIMEOUT_S` [`30`]: default deadline of a job; a request may ask for another one
   up to `DISCO_MAX_JOB_TIMEOUT_S` [`300`]
 * `DISCO_RESULT_TTL_S` [`600`]: how long finished jobs, results and idempotency keys are kept
@@ -87,7 +85,7 @@ class Settings(BaseSettings):
 
     # -- batching ---------------------------------------------------------------------------------
     max_batch: int = Field(8, ge=1, le=256)
-    max_wait_ms: float = Field(2.0, ge=0.0, le=10_000.0)
+    max_wait_ms: float = Field(10.0, ge=0.0, le=10_000.0)
 
     # -- job lifetime -----------------------------------------------------------------------------
     job_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)

@@ -110,6 +110,36 @@ async def test_a_lone_job_waits_at_most_max_wait(queue, make_worker, recorder, j
     assert elapsed < 1.5
 
 
+async def test_the_fill_wait_needs_company(queue, make_worker, recorder, job):
+    """A batch waits for more jobs only when this read or the previous batch brought more than
+    one: at low load a lone job runs at once instead of paying max_wait in latency."""
+    gate = asyncio.Event()
+    handler = recorder(gate=gate)
+    worker = make_worker(queue, handler, max_batch=8, max_wait_ms=400)
+
+    async def lone_job_delay() -> float:
+        t0 = time.monotonic()
+        queued = await queue.enqueue(job())
+        await queue.wait(queued.id, 5)
+        return handler.called_at[-1] - t0
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        with anyio.fail_after(10):
+            first = await queue.enqueue(job())
+            await handler.started.wait()  # the first batch runs; two more queue up meanwhile
+            pair = [await queue.enqueue(job()) for _ in range(2)]
+            gate.set()
+            for queued in [first, *pair]:
+                await queue.wait(queued.id, 5)
+            after_pair = await lone_job_delay()  # the last batch had company: it waits
+            after_lone = await lone_job_delay()  # the last batch was alone: no wait
+        await worker.close()
+    assert [len(b) for b in handler.batches] == [1, 2, 1, 1]
+    assert 0.35 <= after_pair <= 2.0, after_pair
+    assert after_lone < 0.2, after_lone
+
+
 async def test_a_batch_fills_without_waiting_the_full_max_wait(queue, make_worker, recorder, job):
     handler = recorder()
     worker = make_worker(queue, handler, max_batch=3, max_wait_ms=3000)

@@ -20,7 +20,7 @@ def clean_env(monkeypatch):
 def test_defaults():
     s = Settings()
     assert s.queue_url == "memory://" and s.queue_backend == "memory"
-    assert (s.max_batch, s.max_wait_ms, s.max_wait_s) == (8, 2.0, 0.002)
+    assert (s.max_batch, s.max_wait_ms, s.max_wait_s) == (8, 10.0, 0.01)
     assert (s.result_ttl_s, s.job_timeout_s, s.max_deliveries, s.max_backlog) == (600, 30, 3, 64)
     assert s.max_upload_bytes == 20 * 1024 * 1024 and s.max_pixels == 40_000_000
     assert s.engine == "onnx" and s.redis_password is None
@@ -33,7 +33,7 @@ def test_env_vars_and_overrides(monkeypatch):
     monkeypatch.setenv("DISCO_MAX_WAIT_MS", "")  # empty = unset
     monkeypatch.setenv("OTHER_MAX_BATCH", "99")
     s = Settings()
-    assert s.queue_backend == "redis" and s.max_batch == 16 and s.max_wait_ms == 2.0
+    assert s.queue_backend == "redis" and s.max_batch == 16 and s.max_wait_ms == 10.0
     assert s.redis_password.get_secret_value() == "hunter2"
     assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
     # CLI flags win over the environment; None means "flag not given"
