@@ -112,23 +112,22 @@ class ColorizeHandler:
         alone instead of sending its batch-mates round the retry loop with it. A batch of one
         job raises: the worker retries it, then dead-letters it after `max_deliveries`."""
         done: dict[int, JobResult | Exception]
-        if len(jobs) == 1:
+        try:
             done = dict(run(jobs, group))
-        else:
-            try:
-                done = dict(run(jobs, group))
-            except Exception as e:
-                if len(group) == 1:  # its batch-mates are done or failed on their own
-                    done = {group[0][0]: e}
-                else:
-                    log.warning("a batch of %d failed (%s: %s); running its jobs one at a time",
-                                len(group), type(e).__name__, e)  # fmt: skip
-                    done = {}
-                    for member in group:
-                        try:
-                            done.update(run(jobs, [member]))
-                        except Exception as single:
-                            done[member[0]] = single
+        except Exception as e:
+            if len(jobs) == 1:
+                raise
+            if len(group) == 1:  # its batch-mates are done or failed on their own
+                done = {group[0][0]: e}
+            else:
+                log.warning("a batch of %d failed (%s: %s); running its jobs one at a time",
+                            len(group), type(e).__name__, e)  # fmt: skip
+                done = {}
+                for member in group:
+                    try:
+                        done.update(run(jobs, [member]))
+                    except Exception as single:
+                        done[member[0]] = single
         for i, result in done.items():
             results[i] = result
 

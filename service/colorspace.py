@@ -55,6 +55,7 @@ _XYZ_TO_RGB = np.array(
 _GAMUT_HI = 1.0 + 2e-3
 _GAMUT_LO_REL = 1e-3
 _BISECTION_STEPS = 10  # chroma scale resolution 2**-10: < 0.2 ab units, invisible
+_BAND_PIXELS = 1 << 16  # pixels per band of lab_to_srgb_uint8 (~256 KB per float32 temporary)
 
 _HEX_RE = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
 
@@ -161,11 +162,25 @@ def lab_to_srgb_uint8(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
     darker), which shows as blotches in a colourised photo. Instead the chroma of each
     out-of-gamut pixel is scaled down at constant L and hue (bisection on the scale), so the
     output L equals the input L up to 8-bit rounding (rounded, not truncated).
+
+    Works in bands of rows: the dozen float32 temporaries of a band stay in the CPU caches,
+    where whole-image temporaries of a 12 MP photo (48 MB each) made it ~3x slower.
     """
-    l = np.clip(np.asarray(l, dtype=np.float32), 0.0, 100.0)
-    ab = np.array(ab, dtype=np.float32)  # a copy: out-of-gamut chroma is reduced in place
+    l = np.asarray(l, dtype=np.float32)
+    ab = np.asarray(ab, dtype=np.float32)
     if l.ndim != 2 or ab.shape != (2, *l.shape):
         raise ValueError(f"expected l (H, W) and ab (2, H, W), got {l.shape} and {ab.shape}")
+    out = np.empty((*l.shape, 3), np.uint8)
+    rows = max(1, _BAND_PIXELS // max(1, l.shape[1]))
+    for top in range(0, l.shape[0], rows):
+        band = slice(top, top + rows)
+        out[band] = _lab_to_srgb_band(l[band], ab[:, band])
+    return out
+
+
+def _lab_to_srgb_band(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    l = np.clip(l, 0.0, 100.0)
+    ab = np.array(ab, dtype=np.float32)  # a copy: out-of-gamut chroma is reduced in place
     fy, y = _f_y(l)
     out = ~_in_gamut(_linear_rgb(fy, y, ab[0], ab[1]), y)
     if out.any():
