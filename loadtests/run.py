@@ -119,6 +119,8 @@ def build_plan(args: argparse.Namespace) -> list[Run]:
                 think_s=HALF_LOAD)
             for w in args.wait_sweep
         ]  # fmt: skip
+    if args.scenarios:  # e.g. re-measure one scenario after a change
+        runs = [r for r in runs if r.scenario in args.scenarios]
     seen: dict[tuple[Any, ...], Run] = {}
     for r in runs:  # a point two parts of the plan share runs once (the first role wins)
         if r.key not in seen:
@@ -605,6 +607,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=8, help="saturation users (scenarios)")
     p.add_argument("--batch-users", type=int, default=16, help="users of the max_batch sweep")
     p.add_argument("--wait-users", type=int, default=16, help="users of the max_wait sweep")
+    p.add_argument(
+        "--scenarios", type=lambda v: [x for x in v.split(",") if x], default=[],
+        help="only these scenarios of the plan, e.g. colorize12mp (default: all)",
+    )  # fmt: skip
     p.add_argument("--users-sweep", type=ints, default=[1, 2, 4, 8, 16])
     p.add_argument("--batch-sweep", type=ints, default=[1, 2, 4, 8, 16])
     p.add_argument("--wait-sweep", type=ints, default=[0, 2, 10, 50, 200])

@@ -115,7 +115,7 @@ async def test_the_fill_wait_needs_company(queue, make_worker, recorder, job):
     one: at low load a lone job runs at once instead of paying max_wait in latency."""
     gate = asyncio.Event()
     handler = recorder(gate=gate)
-    worker = make_worker(queue, handler, max_batch=8, max_wait_ms=400)
+    worker = make_worker(queue, handler, max_batch=8, max_wait_ms=1000)
 
     async def lone_job_delay() -> float:
         t0 = time.monotonic()
@@ -125,7 +125,7 @@ async def test_the_fill_wait_needs_company(queue, make_worker, recorder, job):
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
-        with anyio.fail_after(10):
+        with anyio.fail_after(15):
             first = await queue.enqueue(job())
             await handler.started.wait()  # the first batch runs; two more queue up meanwhile
             pair = [await queue.enqueue(job()) for _ in range(2)]
@@ -136,8 +136,8 @@ async def test_the_fill_wait_needs_company(queue, make_worker, recorder, job):
             after_lone = await lone_job_delay()  # the last batch was alone: no wait
         await worker.close()
     assert [len(b) for b in handler.batches] == [1, 2, 1, 1]
-    assert 0.35 <= after_pair <= 2.0, after_pair
-    assert after_lone < 0.2, after_lone
+    assert 0.95 <= after_pair <= 3.0, after_pair
+    assert after_lone < 0.5, after_lone
 
 
 async def test_a_batch_fills_without_waiting_the_full_max_wait(queue, make_worker, recorder, job):
