@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import cv2
 from PIL import Image
 from pydantic import ValidationError
 
@@ -37,13 +38,22 @@ StageObserver = Callable[[str, float], None]
 log = logging.getLogger("disco.worker")
 
 
+# PNG through OpenCV's libpng: zlib level 1 with the RLE strategy is 1.5x faster than Pillow's
+# level 1 on a 256 px result (2.8 vs 4.2 ms) and 8-17 % smaller (BENCHMARKS.md, 12 MP: 385 ms)
+_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1,
+               cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]  # fmt: skip
+
+
 def encode_image(rgb: Any, fmt: ImageFormat, quality: int | None) -> bytes:
-    """Pillow (libjpeg-turbo, libwebp, zlib) with settings tuned for serving latency."""
+    """PNG: OpenCV (libpng); JPEG, WebP: Pillow (libjpeg-turbo, libwebp); tuned for latency."""
+    if fmt is ImageFormat.png:
+        ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _PNG_PARAMS)
+        if not ok:
+            raise RuntimeError("PNG encoding failed")
+        return png.tobytes()
     buf = io.BytesIO()
     img = Image.fromarray(rgb)
-    if fmt is ImageFormat.png:
-        img.save(buf, "PNG", compress_level=1)  # zlib level 1: 30 % faster than 3, ~5 % larger
-    elif fmt is ImageFormat.jpeg:
+    if fmt is ImageFormat.jpeg:
         img.save(buf, "JPEG", quality=quality or 90, subsampling=0 if (quality or 90) >= 90 else 2)
     else:
         img.save(buf, "WEBP", quality=quality or 90, method=3)
