@@ -38,8 +38,8 @@ StageObserver = Callable[[str, float], None]
 log = logging.getLogger("disco.worker")
 
 
-# PNG through OpenCV's libpng: zlib level 1 with the RLE strategy is 1.5x faster than Pillow's
-# level 1 on a 256 px result (2.8 vs 4.2 ms) and 8-17 % smaller (BENCHMARKS.md, 12 MP: 385 ms)
+# PNG through OpenCV's libpng: zlib level 1 with the RLE strategy is faster than Pillow's level 1
+# and gives smaller files on photos (BENCHMARKS.md: 2.8 vs 4.4 ms per 256 px result)
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1,
                cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]  # fmt: skip
 
