@@ -64,3 +64,13 @@ def test_server_timing_header():
     header = "queue;dur=1.5, decode;dur=0.4, compute;dur=30, encode;dur=2.25, bad;dur=x"
     assert server_timing(header) == {"queue": 1.5, "decode": 0.4, "compute": 30.0, "encode": 2.25}
     assert server_timing(None) == {}
+
+
+def test_scenarios_filter_keeps_only_the_named_scenarios():
+    from loadtests import run
+    from loadtests import scenarios as sc
+
+    argv = ["--plan", "scenarios", "--scenarios", sc.COLORIZE_12MP]
+    runs = run.build_plan(run.parser().parse_args(argv))
+    assert [r.scenario for r in runs] == [sc.COLORIZE_12MP] * 2
+    assert {r.stack.topology for r in runs} == {"embedded", "redis"}
