@@ -85,7 +85,8 @@ class Run:
 def build_plan(args: argparse.Namespace) -> list[Run]:
     base = {
         t: StackConfig(t, args.workers, args.max_batch, args.max_wait_ms,
-                       redis_hz=args.redis_hz if t == "redis" else None)
+                       redis_hz=args.redis_hz if t == "redis" else None,
+                       embedded_workers=args.embedded_workers if t == "embedded" else 1)
         for t in ("embedded", "redis")
     }  # fmt: skip
     topologies = [t for t in args.topologies.split(",") if t]
@@ -371,6 +372,8 @@ def _fmt(v: Any, digits: int = 0) -> str:
 
 def stack_label(r: dict[str, Any]) -> str:
     shape = "embedded" if r["topology"] == "embedded" else f"redis + {r['workers']} workers"
+    if r["topology"] == "embedded" and r.get("engines", 1) > 1:
+        shape += f" x {r['engines']} engines"
     return f"{shape} (batch {r['max_batch']}, wait {r['max_wait_ms']:g} ms)"
 
 
@@ -600,6 +603,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--topologies", default="embedded,redis", help="embedded,redis")
     p.add_argument("--workers", type=int, default=2, help="disco workers of the redis stack")
     p.add_argument("--redis-hz", type=int, help="redis-server --hz (default: Redis's own, 10)")
+    p.add_argument("--embedded-workers", type=int, default=1, help="DISCO_EMBEDDED_WORKERS")
     p.add_argument("--max-batch", type=int, default=env_int("DISCO_MAX_BATCH", 8))
     p.add_argument(
         "--max-wait-ms", type=float, default=float(os.environ.get("DISCO_MAX_WAIT_MS") or 10)

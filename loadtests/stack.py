@@ -59,21 +59,24 @@ class StackConfig:
     max_wait_ms: float = 10.0
     threads: int | None = None
     redis_hz: int | None = None  # redis-server --hz (None: its default, 10, as deployed)
+    embedded_workers: int = 1  # DISCO_EMBEDDED_WORKERS of the embedded stack
+
+    @property
+    def engines(self) -> int:
+        return self.embedded_workers if self.topology == "embedded" else self.workers
 
     @property
     def engine_threads(self) -> int:
         if self.threads is not None:
             return self.threads
-        if self.topology == "embedded":
+        if self.topology == "embedded" and self.engines == 1:
             return 0
-        return max(1, (os.cpu_count() or 1) // self.workers)
-
-    @property
-    def engines(self) -> int:
-        return 1 if self.topology == "embedded" else self.workers
+        return max(1, (os.cpu_count() or 1) // self.engines)
 
     def label(self) -> str:
         shape = "embedded" if self.topology == "embedded" else f"redis+{self.workers}w"
+        if self.topology == "embedded" and self.embedded_workers > 1:
+            shape += f"x{self.embedded_workers}"
         if self.topology == "redis" and self.redis_hz:
             shape += f" hz{self.redis_hz}"
         return f"{shape} b{self.max_batch} w{self.max_wait_ms:g}ms t{self.engine_threads}"
@@ -106,6 +109,7 @@ class Stack:
             DISCO_MAX_BATCH=str(self.config.max_batch),
             DISCO_MAX_WAIT_MS=f"{self.config.max_wait_ms:g}",
             DISCO_THREADS=str(self.config.engine_threads),
+            DISCO_EMBEDDED_WORKERS=str(self.config.embedded_workers),
         )
         return env
 

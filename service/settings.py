@@ -18,6 +18,9 @@ Environment variable = `DISCO_` + the field name in capitals (defaults in bracke
 * `DISCO_THREADS` [`0`]: engine intra-op threads, 0 = the runtime's default
 * `DISCO_PRECISION` [the model's own, `fp32`]: a variant of the model repository to run, e.g.
   `int8` (written by `disco export --quantize int8`; 3.7x fp32 on a CPU, see BENCHMARKS.md)
+* `DISCO_EMBEDDED_WORKERS` [`1`]: memory:// only: in-process engine + batching worker pairs on the
+  one queue; with `DISCO_THREADS=0` each engine gets cores / N threads. On a CPU, N 1-thread
+  engines outrun one N-thread engine at saturation (BENCHMARKS.md), for N x the model's memory
 * `DISCO_MAX_BATCH` [`8`]: jobs per engine batch
 * `DISCO_MAX_WAIT_MS` [`10`]: how long a worker waits after a batch's first job for more (only
   while batches have company: a lone request at low load does not wait)
@@ -85,6 +88,7 @@ class Settings(BaseSettings):
 
     # -- batching ---------------------------------------------------------------------------------
     max_batch: int = Field(8, ge=1, le=256)
+    embedded_workers: int = Field(1, ge=1, le=64)
     max_wait_ms: float = Field(10.0, ge=0.0, le=10_000.0)
 
     # -- job lifetime -----------------------------------------------------------------------------

@@ -232,3 +232,24 @@ def test_precision_selects_the_model_variant(tmp_path, tiny_model, tiny_repo, gr
         r = c.get("/readyz")
         assert r.status_code == 503
         assert "no 'int4' variant" in r.json()["checks"]["model"]
+
+
+def test_embedded_workers_share_the_queue(tiny_repo, gray_photo):
+    """DISCO_EMBEDDED_WORKERS=2: two engines with their own batching workers on one queue;
+    concurrent requests are spread over both, and the API stays ready while one is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = Settings(
+        queue_url="memory://", model_dir=tiny_repo, threads=1, embedded_workers=2, max_batch=1
+    )
+    with TestClient(create_app(settings)) as c:
+        rt = c.app.state.runtime
+        assert len(rt.engines) == len(rt.workers) == 2
+        assert rt.engines[0] is not rt.engines[1]
+        post = lambda _: c.post("/colorize", files={"image": ("g.png", gray_photo, "image/png")})  # noqa: E731
+        with ThreadPoolExecutor(6) as pool:
+            codes = [r.status_code for r in pool.map(post, range(12))]
+        assert codes == [200] * 12
+        done = [w.stats.jobs_done for w in rt.workers]
+        assert sum(done) == 12 and min(done) > 0, done
+        assert c.get("/readyz").status_code == 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +24,9 @@ class Runtime:
     settings: Settings
     monitor: Monitor
     queue: JobQueue | None = None
-    engine: Engine | None = None
-    worker: Worker | None = None
-    worker_task: asyncio.Task[None] | None = None
+    engines: list[Engine] = field(default_factory=list)  # embedded: one per in-process worker
+    workers: list[Worker] = field(default_factory=list)
+    worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     model: dict[str, Any] = field(default_factory=dict)
     warmed_up: bool = False
     startup_error: str | None = None
@@ -40,42 +41,57 @@ class Runtime:
         if not self.embedded:
             return  # workers run elsewhere; readiness checks that one is alive
         try:
-            self.engine = engine or await asyncio.to_thread(self._open_engine)
-            await asyncio.to_thread(_warmup, self.engine)
+            if engine is not None:
+                self.engines = [engine]
+            for _ in range(s.embedded_workers - len(self.engines)):  # one at a time: memory
+                self.engines.append(await asyncio.to_thread(self._open_engine))
+            for e in self.engines:
+                await asyncio.to_thread(_warmup, e)
             self.warmed_up = True
         except Exception as e:  # the API still answers /healthz and says why it is not ready
             self.startup_error = f"{type(e).__name__}: {e}"
             log.exception("engine failed to load")
             return
-        info = getattr(self.engine, "info", {"name": "?", "engine": self.engine.name})
-        self.model = dict(info)
+        first = self.engines[0]
+        self.model = dict(getattr(first, "info", {"name": "?", "engine": first.name}))
         self.monitor.set_model(self.model)
-        handler = ColorizeHandler(
-            self.engine, max_pixels=s.max_pixels, observe=self.monitor.observe_stage
-        )
-        self.worker = Worker.from_settings(
-            queue=self.queue, handler=handler, settings=s, on_batch=self.monitor.on_batch
-        )  # type: ignore[arg-type]
-        self.monitor.watch_worker(self.worker)
-        self.worker_task = asyncio.create_task(self.worker.run(), name="embedded-worker")
+        for i, eng in enumerate(self.engines):
+            handler = ColorizeHandler(
+                eng, max_pixels=s.max_pixels, observe=self.monitor.observe_stage
+            )
+            named = {"name": f"{s.worker_name}-{i}"} if s.worker_name and i else {}
+            worker = Worker.from_settings(
+                queue=self.queue, handler=handler, settings=s, on_batch=self.monitor.on_batch,
+                **named,
+            )  # type: ignore[arg-type]  # fmt: skip
+            self.monitor.watch_worker(worker)
+            self.workers.append(worker)
+            self.worker_tasks.append(asyncio.create_task(worker.run(), name=f"embedded-worker-{i}"))
+
+    @property
+    def worker_alive(self) -> bool:
+        return any(not w.stopping for w in self.workers)
 
     def _open_engine(self) -> Engine:
         from service.engine.factory import open_engine
 
         s = self.settings
-        return open_engine(s.engine, s.model_dir, s.threads, variant=s.precision)
+        threads = s.threads
+        if not threads and s.embedded_workers > 1:  # share the cores out, one engine per share
+            threads = max(1, (os.cpu_count() or 1) // s.embedded_workers)
+        return open_engine(s.engine, s.model_dir, threads, variant=s.precision)
 
     async def stop(self) -> None:
-        if self.worker is not None:
-            await self.worker.close()
-        if self.worker_task is not None:
+        await asyncio.gather(*(w.close() for w in self.workers), return_exceptions=True)
+        for task in self.worker_tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self.worker_task, self.settings.job_completion_wait_s + 5)
+                await asyncio.wait_for(task, self.settings.job_completion_wait_s + 5)
         if self.queue is not None:
             await self.queue.close()
-        close = getattr(self.engine, "close", None)
-        if close is not None:
-            close()
+        for eng in self.engines:
+            close = getattr(eng, "close", None)
+            if close is not None:
+                close()
 
 
 def _warmup(engine: Engine) -> None:

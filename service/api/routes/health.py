@@ -31,10 +31,7 @@ async def readiness(rt: RuntimeDep) -> tuple[bool, dict[str, Any]]:
             raise QueueError("not started")
         await rt.queue.ping()
         checks["queue"] = "ok"
-        if rt.embedded:
-            alive = rt.worker is not None and not rt.worker.stopping
-        else:
-            alive = len(await rt.queue.workers()) > 0
+        alive = rt.worker_alive if rt.embedded else len(await rt.queue.workers()) > 0
         checks["workers"] = "ok" if alive else "no live worker"
     except (QueueError, OSError) as e:
         checks["queue"] = f"unreachable: {e}"
