@@ -7,7 +7,8 @@
 
 Every process gets a clean environment: the caller's `DISCO_*` variables are dropped (an API key
 or a queue URL in the shell must not change what is measured) and the stack's own are set:
-`DISCO_MAX_BATCH`, `DISCO_MAX_WAIT_MS`, `DISCO_THREADS` (engine threads per process).
+`DISCO_MAX_BATCH`, `DISCO_MAX_WAIT_MS`, `DISCO_THREADS` (engine threads per engine),
+`DISCO_EMBEDDED_WORKERS` (engines of the embedded API).
 
     with start(StackConfig("redis", max_batch=8), model_dir, logdir) as stack:
         stack.url, stack.metrics_urls, stack.scrape()

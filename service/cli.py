@@ -284,6 +284,12 @@ def _settings(**overrides: object):
         raise typer.BadParameter(str(e)) from e
 
 
+# serve and worker: a variant of the model repository (`disco export --quantize int8`)
+PrecisionOption = Annotated[
+    str | None, typer.Option(help="Model variant, e.g. int8 [DISCO_PRECISION, fp32].")
+]
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [DISCO_HOST, 127.0.0.1].")] = None,
@@ -301,9 +307,7 @@ def serve(
     threads: Annotated[
         int | None, typer.Option(help="Engine threads, 0 = all [DISCO_THREADS].")
     ] = None,
-    precision: Annotated[
-        str | None, typer.Option(help="Model variant, e.g. int8 [DISCO_PRECISION, fp32].")
-    ] = None,
+    precision: PrecisionOption = None,
     max_batch: Annotated[
         int | None, typer.Option(help="Embedded worker batch [DISCO_MAX_BATCH].")
     ] = None,
@@ -357,9 +361,7 @@ def worker(
     ] = None,
     engine: Annotated[ServeEngine | None, typer.Option(help="Engine [DISCO_ENGINE, onnx].")] = None,
     threads: Annotated[int | None, typer.Option(help="Engine threads [DISCO_THREADS].")] = None,
-    precision: Annotated[
-        str | None, typer.Option(help="Model variant, e.g. int8 [DISCO_PRECISION, fp32].")
-    ] = None,
+    precision: PrecisionOption = None,
     metrics_port: Annotated[
         int, typer.Option(help="Prometheus metrics port of this worker (0 = off).")
     ] = 9100,
