@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# The bundled demo model, exported to an ONNX model repository by `disco export` in the build.
+# A model repository in artifacts/ exported by `disco export` (the load tests and custom checkpoints).
 MODEL_CKPT ?= models/disco-demo/disco-demo.pth.tar
 MODEL_REPO ?= artifacts/models/disco-demo
 HOST ?= 127.0.0.1
@@ -38,9 +38,17 @@ endif
 
 model: $(MODEL_REPO)/manifest.json
 
-# The embedded default: in-process queue, in-process batching worker, ONNX Runtime on CPU.
-serve: install model
-	$(BIN)/disco serve --model $(MODEL_REPO) --queue memory:// --host $(HOST) --port $(PORT)
+# The embedded default: in-process queue, in-process batching worker, ONNX Runtime on CPU, and
+# the bundled demo model (service/data/models/disco-demo, shipped with the package).
+serve: install
+	$(BIN)/disco serve --host $(HOST) --port $(PORT)
+
+# Re-export the bundled model after the checkpoint changes (tests/test_bundled_model.py checks
+# that the shipped repository was exported from the committed checkpoint).
+BUNDLED_REPO := service/data/models/disco-demo
+.PHONY: bundled-model
+bundled-model: install
+	$(BIN)/disco export --checkpoint models/disco-demo/disco-demo.pth.tar --out $(BUNDLED_REPO)
 
 # Engine benchmark (quiet machine!): figures and the command go into BENCHMARKS.md.
 bench: install

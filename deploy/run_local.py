@@ -45,7 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
-DEFAULT_MODEL = ROOT / "artifacts" / "models" / "disco-demo"  # what `make model` exports
+DEFAULT_MODEL = ROOT / "service" / "data" / "models" / "disco-demo"  # the bundled repository
 
 # -- compose: interpolation and loading ------------------------------------------------------------
 

@@ -341,6 +341,7 @@ def export_repository(
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         if out.exists():
             shutil.rmtree(out)
+        tmp.chmod(0o755)  # mkdtemp makes it 0700: a repository is read by the service's own user
         tmp.rename(out)
         return manifest
     finally:

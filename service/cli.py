@@ -295,7 +295,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [DISCO_HOST, 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [DISCO_PORT, 8000].")] = None,
     model: Annotated[
-        Path | None, typer.Option(help="Model repository from `disco export` [DISCO_MODEL_DIR].")
+        Path | None,
+        typer.Option(help="Model repository from `disco export` [DISCO_MODEL_DIR, bundled demo]."),
     ] = None,
     queue: Annotated[
         str | None,
@@ -352,7 +353,9 @@ def worker(
     queue: Annotated[
         str | None, typer.Option(help="redis://HOST:PORT/DB [DISCO_QUEUE_URL].")
     ] = None,
-    model: Annotated[Path | None, typer.Option(help="Model repository [DISCO_MODEL_DIR].")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model repository [DISCO_MODEL_DIR, bundled demo].")
+    ] = None,
     max_batch: Annotated[
         int | None, typer.Option(help="Jobs per batch [DISCO_MAX_BATCH, 8].")
     ] = None,

@@ -12,7 +12,8 @@ Environment variable = `DISCO_` + the field name in capitals (defaults in bracke
 
 * `DISCO_QUEUE_URL` [`memory://`]: `memory://` (in-process queue, the API runs the worker),
   `redis://HOST:PORT/DB` or `rediss://HOST:PORT/DB` (TLS): the queue shared with `disco worker`s
-* `DISCO_MODEL_DIR` [`models`]: where the engine finds its model files
+* `DISCO_MODEL_DIR` [the bundled `disco-demo` repository, `service/data/models/disco-demo`]: where
+  the engine finds its model files (a repository from `disco export`)
 * `DISCO_HOST`, `DISCO_PORT` [`127.0.0.1`, `8000`]: HTTP bind address
 * `DISCO_ENGINE` [`onnx`]: `onnx`, `tensorrt` (or `torch`, the reference engine, dev only)
 * `DISCO_THREADS` [`0`]: engine intra-op threads, 0 = the runtime's default
@@ -71,6 +72,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 QUEUE_SCHEMES = ("memory", "redis", "rediss")
 
+# The bundled demo model, exported by `disco export` and shipped as package data, so that a
+# read-only install with no flags serves a model that colorizes (`make bundled-model` refreshes it).
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "data" / "models" / "disco-demo"
+
 
 class Settings(BaseSettings):
     """Everything the API and the workers can be told; see the module docstring for the table."""
@@ -79,7 +84,7 @@ class Settings(BaseSettings):
 
     # -- where things are -------------------------------------------------------------------------
     queue_url: str = "memory://"
-    model_dir: Path = Path("models")
+    model_dir: Path = BUNDLED_MODEL_DIR
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     engine: Literal["onnx", "tensorrt", "torch"] = "onnx"
