@@ -88,3 +88,10 @@ class TorchEngine:
                 self._t(hint_bins),
             )
         return self._np(ab)
+
+
+def open_torch_engine(checkpoint: str | Path | None, device: str = "cpu") -> TorchEngine:
+    """The `disco.engines` entry point `torch`: a checkpoint, or the seed-0 test weights."""
+    if checkpoint is None:
+        return TorchEngine.test_weights(0, device)
+    return TorchEngine.from_checkpoint(checkpoint, device)

@@ -20,7 +20,8 @@ FIXED = [(18, (20, 60)), (29, (-30, 40)), (74, (0, -40)), (87, (50, 30)),
 
 
 def _colorize(*args):
-    result = runner.invoke(app, ["colorize", *map(str, args)])
+    """The torch reference engine with the seed-0 test weights (what the vectors were made with)."""
+    result = runner.invoke(app, ["colorize", "--engine", "torch", *map(str, args)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return result
 

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from .base import Engine
+
+
+def engine_plugin(kind: str) -> Callable[..., Engine] | None:
+    """An engine that another installed part provides through the `disco.engines` entry points
+    (the torch reference engine lives in `export`, which the service never imports); None when
+    no installed part provides `kind`."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="disco.engines", name=kind):
+        try:
+            return ep.load()
+        except ImportError:
+            return None
+    return None
 
 
 def open_engine(kind: str, model_dir: Path, threads: int = 0, variant: str | None = None) -> Engine:
@@ -20,7 +35,8 @@ def open_engine(kind: str, model_dir: Path, threads: int = 0, variant: str | Non
 
         return TensorRTEngine(model_dir)
     if kind == "torch":  # dev only: needs the export extra; model_dir is a checkpoint file here
-        from export.torch_engine import TorchEngine
-
-        return TorchEngine.from_checkpoint(model_dir)
+        open_torch = engine_plugin("torch")
+        if open_torch is None:
+            raise ValueError("engine 'torch' needs the export extra (torch), not installed here")
+        return open_torch(model_dir)
     raise ValueError(f"unknown engine {kind!r} (onnx, tensorrt or torch)")
