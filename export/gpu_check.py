@@ -433,7 +433,12 @@ def check_backend(
         from export.tensorrt_build import build_tensorrt_variant
 
         say("      building the TensorRT fp16 plans")
-        build_tensorrt_variant(repo, progress=lambda m: say(f"      {m}"), measure=False)
+        build_tensorrt_variant(
+            repo,
+            progress=lambda m: say(f"      {m}"),
+            measure=False,
+            timing_cache=repo.parent / "tensorrt.timing-cache",
+        )
     eng = _make_engine(backend, repo, model)
     out["ready_s"] = time.perf_counter() - t0
     say(f"      engine ready in {out['ready_s']:.0f} s")

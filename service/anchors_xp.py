@@ -42,7 +42,7 @@ def kmeans_xp(xp: ModuleType, x: Any, init_idx: Any, iters: int = 20, tol: float
     """
     x = xp.ascontiguousarray(x, dtype=xp.float32)
     init_idx = xp.asarray(init_idx, dtype=xp.int64)
-    n, l, c = x.shape
+    n, l, _ = x.shape
     k = init_idx.shape[1]
     active = init_idx >= 0
     tol32 = xp.float32(tol)
@@ -71,8 +71,8 @@ def kmeans_xp(xp: ModuleType, x: Any, init_idx: Any, iters: int = 20, tol: float
 
 
 def pick_anchors_xp(xp: ModuleType, labels: Any, spixel_sizes: Any, active: Any) -> tuple[Any, Any]:
-    """hint_mask (N, L) float32, anchor_idx (N, K) int64, as :func:`service.anchors.pick_anchors`."""
-    n, l = labels.shape
+    """hint_mask (N, L) float32, anchor_idx (N, K) int64, as `service.anchors.pick_anchors`."""
+    l = labels.shape[1]
     k = active.shape[1]
     onehot = (labels[:, None, :] == xp.arange(k)[None, :, None]).astype(xp.float32)
     score = onehot + xp.float32(0.01) * spixel_sizes[:, None, :]

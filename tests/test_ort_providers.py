@@ -80,7 +80,7 @@ def test_profiles_cover_the_bundled_model_inputs() -> None:
 
     manifest = json.loads((Settings().model_dir / "manifest.json").read_text())
     for graph in manifest["graphs"].values():
-        lo, opt, hi = shape_profiles(graph["inputs"], 32)
+        lo, opt, _ = shape_profiles(graph["inputs"], 32)
         assert len(lo.split(",")) == len(graph["inputs"]) and opt.count("32x") == len(
             graph["inputs"]
         )

@@ -199,7 +199,7 @@ def test_variant_is_recorded_beside_the_others(repo_copy: Path):
     v = after["variants"][VARIANT]
     assert v["precision"] == "fp16" and v["runtime"] == "tensorrt"
     assert v["plugin"]["id"] == PLUGIN_ID
-    assert v["profiles"] == {"batch": [1, 8, 64], "anchors": [1, 8, 64]}
+    assert v["profiles"] == {"batch": [1, 32, 64], "anchors": [1, 8, 64]}
     assert (v["tensorrt_version"], v["compute_capability"]) == ("10.9.0.34", "9.0")
     for key in ("encoder", "generator"):
         g = v["graphs"][key]

@@ -37,14 +37,11 @@ def main() -> None:
         enc_out = rng.normal(size=(n, 64, 256)).astype(np.float32)
         sizes = (rng.integers(0, 9, (n, 256)) / 4.0).astype(np.float32)
         init = np.stack([init_indices(s, args.k) for s in range(n)])
-        same = all(
-            np.array_equal(a, b)
-            for a, b in zip(
-                locate_anchors(enc_out, sizes, init), locate_anchors_xp(enc_out, sizes, init)
-            )
-        )
-        ref_ms = _median_ms(lambda: locate_anchors(enc_out, sizes, init), args.runs)
-        xp_ms = _median_ms(lambda: locate_anchors_xp(enc_out, sizes, init, xp=np), args.runs)
+        inputs = (enc_out, sizes, init)
+        ref, new = locate_anchors(*inputs), locate_anchors_xp(*inputs, xp=np)
+        same = all(np.array_equal(a, b) for a, b in zip(ref, new, strict=True))
+        ref_ms = _median_ms(lambda a=inputs: locate_anchors(*a), args.runs)
+        xp_ms = _median_ms(lambda a=inputs: locate_anchors_xp(*a, xp=np), args.runs)
         print(
             f"batch {n:3d} K={args.k}: reference {ref_ms:7.1f} ms  anchors_xp {xp_ms:7.1f} ms  "
             f"ratio {ref_ms / xp_ms:4.2f}x  identical={same}"

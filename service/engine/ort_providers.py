@@ -35,9 +35,7 @@ def cuda_options(device_id: int = 0) -> dict[str, str]:
     }
 
 
-def shape_profiles(
-    inputs: Sequence[Mapping[str, Any]], max_batch: int
-) -> tuple[str, str, str]:
+def shape_profiles(inputs: Sequence[Mapping[str, Any]], max_batch: int) -> tuple[str, str, str]:
     """TensorRT EP min/opt/max shape strings ("name:1x1x256x256,...") from manifest inputs."""
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
