@@ -3,7 +3,8 @@
 The exported encoder keeps the k-means as a single `ai.onnx.contrib::DiscoKMeansAnchors` node
 instead of 20 unrolled iterations of standard ops. Here that node is bound through
 onnxruntime-extensions' Python custom ops to `service.anchors_xp`, the array-namespace version of
-the torch-free reference (`service.anchors`), which tests hold bit-identical to it. (TensorRT gets its own implementation of the same node,
+the torch-free reference (`service.anchors`), which tests hold bit-identical to it.
+(TensorRT gets its own implementation of the same node,
 `service/engine/tensorrt_plugin.py`.)
 """
 
