@@ -15,8 +15,15 @@ opencv, and uses onnxruntime-extensions, tensorrt and cupy when they are there.
       1, 8, 32, 64: median of a few runs after warm-up, images/s;
 3. one summary table (markdown, ready for BENCHMARKS.md).
 
-Exit status: 0 all passed, 1 a backend failed parity or errored, 2 cannot run here (a module
-missing, no GPU).
+Exit status: 0 all passed, 1 a backend failed parity, errored or ran past its step timeout, 2
+cannot run here (a module missing, no GPU, or a backend that ``--backend`` asked for is missing:
+``--backend all`` asks for every one, ``present`` (the default) for those that are here).
+
+Lease-proof: with ``--out DIR`` everything stays in DIR (the exported repository, the TensorRT
+timing cache, ``gpu-check.json``), the JSON is rewritten after every step (a killed run still
+leaves what it measured), a rerun with the same DIR reuses the export and the caches, and every
+step has a wall-clock limit (``--step-timeout``; SIGALRM, so a step stuck inside one C call ends
+when that call returns).
 `--cpu-dry-run` runs the same logic on CPU in seconds (a tiny random model, the torch engine as
 the "GPU" backend, tiny iteration counts) so the script itself is tested.
 """
@@ -24,10 +31,12 @@ the "GPU" backend, tiny iteration counts) so the script itself is tested.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -101,17 +110,23 @@ def cuda_status() -> dict[str, Any]:
     return status
 
 
-def pick_backends(status: dict[str, Any], requested: str = "all") -> list[str]:
+def pick_backends(status: dict[str, Any], requested: str = "present") -> list[str]:
     """The GPU backends to check, best first: tensorrt, cuda (ONNX Runtime's
-    CUDAExecutionProvider), torch-cuda. "all": every one present; "best": the first present;
-    a backend name: that one (ValueError when it is not present)."""
+    CUDAExecutionProvider), torch-cuda. "present": every one present; "best": the first present;
+    "all": every one (ValueError naming the missing ones); a backend name: that one (ValueError
+    when it is not present)."""
     available = {
         "tensorrt": bool(status["tensorrt"]),
         "cuda": "CUDAExecutionProvider" in status["ort_providers"],
         "torch-cuda": bool(status["torch_cuda"]),
     }
     present = [name for name, ok in available.items() if ok]
+    if requested == "present":
+        return present
     if requested == "all":
+        missing = [name for name, ok in available.items() if not ok]
+        if missing:
+            raise ValueError(f"--backend all: {', '.join(missing)} not available here")
         return present
     if requested == "best":
         return present[:1]
@@ -280,6 +295,42 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# Steps: timeouts and the partial JSON
+# ------------------------------------------------------------------------------------------------
+class StepTimeout(Exception):
+    """A step ran past its wall-clock limit."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None, what: str):
+    """Raise StepTimeout in the main thread after `seconds` (None or 0: no limit)."""
+    if not seconds:
+        yield
+        return
+
+    def _alarm(signum, frame):
+        raise StepTimeout(f"{what} ran past its {seconds:g} s limit")
+
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def write_json(path: Path | None, result: dict[str, Any]) -> None:
+    """Atomically (re)write the results so far: a killed run keeps every finished step."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------------------------
 # The run
 # ------------------------------------------------------------------------------------------------
 def export_model(
@@ -382,7 +433,12 @@ def check_backend(
         from export.tensorrt_build import build_tensorrt_variant
 
         say("      building the TensorRT fp16 plans")
-        build_tensorrt_variant(repo, progress=lambda m: say(f"      {m}"), measure=False)
+        build_tensorrt_variant(
+            repo,
+            progress=lambda m: say(f"      {m}"),
+            measure=False,
+            timing_cache=repo.parent / "tensorrt.timing-cache",
+        )
     eng = _make_engine(backend, repo, model)
     out["ready_s"] = time.perf_counter() - t0
     say(f"      engine ready in {out['ready_s']:.0f} s")
@@ -453,8 +509,6 @@ def run(args: argparse.Namespace) -> int:
         say(f"MISSING required modules: {', '.join(missing)}: install them, then rerun")
         return 2
 
-    import torch
-
     from service.engine.onnx import OnnxEngine
 
     status = cuda_status()
@@ -464,6 +518,9 @@ def run(args: argparse.Namespace) -> int:
         + (f" ({status['tensorrt_why_not']})" if not status["tensorrt"] else "")
     )
     if dry:
+        if args.backend not in ("present", "best"):  # the dry run has no GPU backend at all
+            say(f"backend {args.backend} is not available here (CPU dry run: torch-cpu only)")
+            return 2
         backends = ["torch-cpu"]
         batches, warmup, runs, n_images = args.batches or (1, 2), 0, 1, min(args.images, 3)
     else:
@@ -487,31 +544,27 @@ def run(args: argparse.Namespace) -> int:
     say(f"backends: {', '.join(backends)}")
 
     kmeans = "plugin" if found["onnxruntime-extensions"][0].isdigit() else "inline"
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="disco-gpu-check."))
+    keep = args.out or args.keep
+    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="disco-gpu-check."))
     repo = work / "repo"
+    json_path = Path(args.json) if args.json else (work / "gpu-check.json" if args.out else None)
     result: dict[str, Any] = {
         "dry_run": dry,
         "modules": found,
         "device": status["device"],
         "kmeans": kmeans,
         "backends": [],
+        "steps": [],
+        "finished": False,
     }
+    write_json(json_path, result)
+    step_s = args.step_timeout
     try:
         t0 = time.perf_counter()
-        if dry:
-            from export.model.disco import disco_demo
-
-            torch.manual_seed(0)
-            model = disco_demo(n_layers=1)
-        else:
-            from export.model.checkpoint import test_weights_model
-
-            model = test_weights_model(0)
-        what = "a tiny random model" if dry else "the seed-0 test weights"
-        say(f"[export] {what} (k-means: {kmeans}) to {repo}")
-        retry = (1, 2, 3, 4) if dry else ()
-        model = export_model(model, repo, kmeans, lambda m: say(f"      {m}"), retry)
-        say(f"      done in {time.perf_counter() - t0:.0f} s")
+        with time_limit(step_s, "export"):
+            model, reused = _prepare_repo(dry, repo, kmeans, bool(args.out))
+        result["steps"].append({"step": "export", "s": time.perf_counter() - t0, "reused": reused})
+        write_json(json_path, result)
         ref = OnnxEngine(repo, providers="cpu")
         images = parity_images(ref.input_size, n_images)
         say(
@@ -522,23 +575,27 @@ def run(args: argparse.Namespace) -> int:
         for backend in backends:
             say(f"[{backend}]")
             tol = args.tol if args.tol is not None else TOL[backend]
+            t0 = time.perf_counter()
             try:
-                r = check_backend(
-                    backend,
-                    repo,
-                    model,
-                    ref,
-                    images,
-                    batches=batches,
-                    warmup=warmup,
-                    runs=runs,
-                    tol=tol,
-                    min_overlap=args.min_anchor_overlap,
-                )
+                with time_limit(step_s, f"backend {backend}"):
+                    r = check_backend(
+                        backend,
+                        repo,
+                        model,
+                        ref,
+                        images,
+                        batches=batches,
+                        warmup=warmup,
+                        runs=runs,
+                        tol=tol,
+                        min_overlap=args.min_anchor_overlap,
+                    )
             except Exception as e:
                 say(f"      ERROR: {type(e).__name__}: {e}")
                 r = {"backend": backend, "error": f"{type(e).__name__}: {str(e).splitlines()[0]}"}
             result["backends"].append(r)
+            result["steps"].append({"step": backend, "s": time.perf_counter() - t0})
+            write_json(json_path, result)
         failed = [
             r["backend"] for r in result["backends"] if "error" in r or not r["parity"]["passed"]
         ]
@@ -552,12 +609,46 @@ def run(args: argparse.Namespace) -> int:
             f"gpu-check {'FAILED: ' + ', '.join(failed) if failed else 'PASSED'}; "
             f"total {time.perf_counter() - t_start:.0f} s"
         )
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+        result["finished"], result["failed"] = True, failed
+        write_json(json_path, result)
         return 1 if failed else 0
+    except StepTimeout as e:
+        say(f"gpu-check FAILED: {e}")
+        result["error"] = str(e)
+        write_json(json_path, result)
+        return 1
     finally:
-        if not args.keep:
+        if not keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _prepare_repo(dry: bool, repo: Path, kmeans: str, reuse: bool) -> tuple[Any, bool]:
+    """The model (torch) and its exported repository; an existing export in --out is reused."""
+    import torch
+
+    if dry:
+        from export.model.disco import disco_demo
+
+        torch.manual_seed(0)
+        model = disco_demo(n_layers=1)
+    else:
+        from export.model.checkpoint import test_weights_model
+
+        model = test_weights_model(0)
+    stamp = repo.parent / "export-stamp.json"
+    want = {"dry_run": dry, "kmeans": kmeans}
+    fresh = (repo / "manifest.json").is_file() and stamp.is_file()
+    if reuse and fresh and json.loads(stamp.read_text()) == want:
+        say(f"[export] reusing {repo} (and the caches next to it)")
+        return model, True
+    what = "a tiny random model" if dry else "the seed-0 test weights"
+    say(f"[export] {what} (k-means: {kmeans}) to {repo}")
+    t0 = time.perf_counter()
+    retry = (1, 2, 3, 4) if dry else ()
+    model = export_model(model, repo, kmeans, lambda m: say(f"      {m}"), retry)
+    say(f"      done in {time.perf_counter() - t0:.0f} s")
+    stamp.write_text(json.dumps(want))
+    return model, False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -569,10 +660,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--backend",
-        default="all",
-        choices=["all", "best", "tensorrt", "cuda", "torch-cuda"],
-        help="all (default): every GPU backend present; best: the first of tensorrt, cuda, "
-        "torch-cuda",
+        default="present",
+        choices=["present", "all", "best", "tensorrt", "cuda", "torch-cuda"],
+        help="present (default): every GPU backend here; all: every one, exit 2 if one is "
+        "missing; best: the first of tensorrt, cuda, torch-cuda; a name: that one (exit 2 if "
+        "missing)",
     )
     p.add_argument(
         "--batches",
@@ -587,6 +679,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min-anchor-overlap", type=float, default=MIN_ANCHOR_OVERLAP)
     p.add_argument("--keep", metavar="DIR", help="keep the model repository under DIR")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="keep everything in DIR (repository, caches, gpu-check.json rewritten after every "
+        "step); a rerun with the same DIR reuses them",
+    )
+    p.add_argument(
+        "--step-timeout",
+        type=float,
+        default=240.0,
+        help="wall-clock seconds per step (export, each backend); 0: none (default 240)",
+    )
     return run(p.parse_args(argv))
 
 

@@ -154,8 +154,8 @@ def test_profile_shapes(tiny_repo: Path):
 
     enc = profile_shapes(onnx.load(tiny_repo / "encoder.onnx"))
     assert enc == {
-        "l_norm": ((1, 1, 256, 256), (8, 1, 256, 256), (64, 1, 256, 256)),
-        "init_idx": ((1, 1), (8, 8), (64, 64)),
+        "l_norm": ((1, 1, 256, 256), (32, 1, 256, 256), (64, 1, 256, 256)),
+        "init_idx": ((1, 1), (32, 8), (64, 64)),
     }
     gen = profile_shapes(onnx.load(tiny_repo / "generator.onnx"), batch=(2, 4, 16))
     assert list(gen) == GENERATOR_INPUTS
@@ -199,7 +199,7 @@ def test_variant_is_recorded_beside_the_others(repo_copy: Path):
     v = after["variants"][VARIANT]
     assert v["precision"] == "fp16" and v["runtime"] == "tensorrt"
     assert v["plugin"]["id"] == PLUGIN_ID
-    assert v["profiles"] == {"batch": [1, 8, 64], "anchors": [1, 8, 64]}
+    assert v["profiles"] == {"batch": [1, 32, 64], "anchors": [1, 8, 64]}
     assert (v["tensorrt_version"], v["compute_capability"]) == ("10.9.0.34", "9.0")
     for key in ("encoder", "generator"):
         g = v["graphs"][key]
@@ -240,33 +240,39 @@ def test_plans_only_load_where_they_were_built():
 # ------------------------------------------------------------------------------------------------
 # The plugin's body with a stand-in for CuPy (CPU)
 # ------------------------------------------------------------------------------------------------
-class _FakeDevice:
-    def __init__(self, array: np.ndarray):
-        self.array, self.shape, self.dtype = array, array.shape, array.dtype
-
-    def set(self, value: np.ndarray, stream: object = None) -> None:
-        assert value.dtype == self.array.dtype and value.flags.c_contiguous
-        self.array[...] = value
-
-
 class _FakeStream:
-    synced = 0
+    """cupy.cuda.ExternalStream's surface: a context manager; counts entries and host syncs."""
+
+    entered = synced = 0
 
     def __init__(self, ptr: int):
         self.ptr = ptr
+
+    def __enter__(self):
+        _FakeStream.entered += 1
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
     def synchronize(self) -> None:
         _FakeStream.synced += 1
 
 
+def _fake_asarray(t, dtype=None):
+    """Device tensors (objects with .array) become views of their numpy buffers."""
+    return np.asarray(getattr(t, "array", t), dtype=dtype)
+
+
+# numpy stands in for CuPy's array API; tensors are views, so writes land in the outputs
 _FAKE_CUPY = SimpleNamespace(
-    cuda=SimpleNamespace(ExternalStream=_FakeStream),
-    asarray=lambda t: _FakeDevice(t.array),
-    asnumpy=lambda d, stream=None: d.array.copy(),
+    **{name: getattr(np, name) for name in dir(np) if not name.startswith("_")},
 )
+_FAKE_CUPY.asarray = _fake_asarray
+_FAKE_CUPY.cuda = SimpleNamespace(ExternalStream=_FakeStream)
 
 
-def test_plugin_body_runs_the_numpy_reference():
+def test_plugin_body_runs_the_array_kmeans_on_the_stream():
     rng = np.random.default_rng(0)
     enc_out = rng.normal(size=(3, 64, 256)).astype(np.float32)
     sizes = rng.uniform(0.5, 1.5, (3, 256)).astype(np.float32)
@@ -277,13 +283,14 @@ def test_plugin_body_runs_the_numpy_reference():
         SimpleNamespace(array=np.full((3, 256), -7, np.float32)),
         SimpleNamespace(array=np.full((3, 8), -7, np.int64)),
     ]
-    synced = _FakeStream.synced
+    synced, entered = _FakeStream.synced, _FakeStream.entered
     kmeans_on_stream(ins, outs, 1234, iters=20, tol=1e-4, cupy=_FAKE_CUPY)
     want_mask, want_idx = kmeans_anchors(enc_out, sizes, init, 20, 1e-4)
     np.testing.assert_array_equal(outs[0].array, want_mask)
     np.testing.assert_array_equal(outs[1].array, want_idx)
     assert (outs[1].array[2, 5:] == -1).all()
-    assert _FakeStream.synced == synced + 1  # returns only once the outputs are written
+    assert _FakeStream.entered == entered + 1  # everything ran on TensorRT's stream
+    assert _FakeStream.synced == synced  # and no host synchronisation
     wrong = [SimpleNamespace(array=np.zeros((3, 256), np.float32)),
              SimpleNamespace(array=np.zeros((3, 4), np.int64))]  # fmt: skip
     with pytest.raises(ValueError, match="anchor_idx"):

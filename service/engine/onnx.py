@@ -1,7 +1,9 @@
 """ONNX Runtime engine: serves a model repository written by `disco export`, without torch.
 
-CPUExecutionProvider by default; CUDA / TensorRT execution providers when they are installed
-and asked for. Sessions are built once (the API / worker lifespan owns the engine) and reused.
+CPUExecutionProvider by default; with ``providers=None`` the CUDA EP when this onnxruntime has
+it; TensorRT only when asked for. Provider options (HEURISTIC conv search, arena, TensorRT fp16,
+caches and DISCO_MAX_BATCH profiles) come from `ort_providers.provider_config`. Sessions are
+built once (the API / worker lifespan owns the engine) and reused.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from .base import Encoded
+from .ort_providers import provider_config
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+TRT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "disco" / "ort-trt"
 
 
 class ModelRepositoryError(ValueError):
@@ -37,23 +41,6 @@ def load_manifest(model_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def pick_providers(requested: str | None = None) -> list[str]:
-    """'cpu', 'cuda', 'tensorrt' or None (= best available); always falls back to CPU."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    wanted = {
-        None: [p for p in GPU_PROVIDERS if p in available],
-        "cpu": [],
-        "cuda": ["CUDAExecutionProvider"],
-        "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
-    }[requested]
-    missing = [p for p in wanted if p not in available]
-    if requested not in (None, "cpu") and missing:
-        raise RuntimeError(f"{missing[0]} is not available in this onnxruntime ({available})")
-    return [*wanted, "CPUExecutionProvider"]
-
-
 class OnnxEngine:
     name = "onnx"
 
@@ -65,6 +52,8 @@ class OnnxEngine:
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = 1,
         variant: str | None = None,
+        max_batch: int | None = None,
+        trt_cache_dir: str | Path | None = None,
     ):
         import onnxruntime as ort
 
@@ -83,9 +72,20 @@ class OnnxEngine:
 
             so.register_custom_ops_library(register())
         files = self._files(variant)
-        self.providers = pick_providers(providers)
-        self.encoder = ort.InferenceSession(str(files["encoder"]), so, providers=self.providers)
-        self.generator = ort.InferenceSession(str(files["generator"]), so, providers=self.providers)
+        available = ort.get_available_providers()
+        max_batch = max_batch or int(os.environ.get("DISCO_MAX_BATCH", "8") or 8)
+        cache_dir = Path(trt_cache_dir or TRT_CACHE_DIR) / f"{self.manifest['name']}-{self.variant}"
+        sessions = {}
+        for graph in ("encoder", "generator"):
+            config = provider_config(
+                providers, available, inputs=self.manifest["graphs"][graph].get("inputs", ()),
+                max_batch=max_batch, cache_dir=cache_dir,
+            )  # fmt: skip
+            if config[0][0] == "TensorrtExecutionProvider":
+                cache_dir.mkdir(parents=True, exist_ok=True)
+            sessions[graph] = ort.InferenceSession(str(files[graph]), so, providers=config)
+        self.encoder, self.generator = sessions["encoder"], sessions["generator"]
+        self.providers = [p for p, _ in config]
 
     def _files(self, variant: str | None) -> dict[str, Path]:
         graphs = self.manifest["graphs"]

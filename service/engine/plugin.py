@@ -1,10 +1,11 @@
 """The anchor k-means plugin for ONNX Runtime: one custom-domain node, numpy inside.
 
 The exported encoder keeps the k-means as a single `ai.onnx.contrib::DiscoKMeansAnchors` node
-instead of 20 unrolled iterations of standard ops. Here that node is bound to the torch-free
-reference (`service.anchors`) through onnxruntime-extensions' Python custom ops, so the graph
-and the reference can never drift apart. (TensorRT gets its own implementation of the same
-node, `service/engine/tensorrt_plugin.py`.)
+instead of 20 unrolled iterations of standard ops. Here that node is bound through
+onnxruntime-extensions' Python custom ops to `service.anchors_xp`, the array-namespace version of
+the torch-free reference (`service.anchors`), which tests hold bit-identical to it.
+(TensorRT gets its own implementation of the same node,
+`service/engine/tensorrt_plugin.py`.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import functools
 
 import numpy as np
 
-from service.anchors import locate_anchors
+from service.anchors_xp import locate_anchors_xp
 
 DOMAIN = "ai.onnx.contrib"  # the domain onnxruntime-extensions binds Python ops to
 OP_TYPE = "DiscoKMeansAnchors"
@@ -24,7 +25,9 @@ def kmeans_anchors(
     enc_out: np.ndarray, spixel_sizes: np.ndarray, init_idx: np.ndarray, iters: int, tol: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """The node's semantics: (N, C, L), (N, L), (N, K; -1 pads) -> hint_mask (N, L), anchors."""
-    hint_mask, anchor_idx, _ = locate_anchors(enc_out, spixel_sizes, init_idx, iters=iters, tol=tol)
+    hint_mask, anchor_idx, _ = locate_anchors_xp(
+        enc_out, spixel_sizes, init_idx, iters=iters, tol=tol, xp=np
+    )
     return hint_mask.astype(np.float32), anchor_idx.astype(np.int64)
 
 

@@ -10,10 +10,10 @@ graph at build time (ONNX Runtime never sees it). This module registers the plug
 * `@trtp.register` describes the outputs: hint_mask is shaped like spixel_sizes (N, L) float32,
   anchor_idx like init_idx (N, K) int64, so both follow the dynamic batch and anchor dims.
 * `@trtp.impl` is the JIT implementation, a Python callback TensorRT calls on its CUDA stream.
-  Correctness first: it copies the three inputs to the host, runs the numpy reference
-  (`plugin.kmeans_anchors`, the very function the ONNX Runtime plugin runs, so the runtimes
-  cannot drift apart) and copies both results back on the same stream. A device kernel is a
-  later optimisation (the k-means is (N, 256, K) work, microseconds next to the trunks).
+  It runs `service.anchors_xp.locate_anchors_xp` (the array-namespace k-means the ONNX Runtime
+  plugin runs with numpy, tested bit-identical to the reference) with CuPy on the device, on
+  TensorRT's stream, and writes both results into the output tensors: no host copy, no
+  synchronisation (fixed iteration count; converged rows freeze through a device-side flag).
 
 Registration is explicit (`register_plugin()`), idempotent, and imports tensorrt and CuPy lazily:
 the module imports on machines without either. A process that deserializes an engine containing
@@ -27,9 +27,9 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
+from service.anchors_xp import locate_anchors_xp
 
-from .plugin import OP_TYPE, kmeans_anchors
+from .plugin import OP_TYPE
 
 PLUGIN_NAMESPACE = "disco"  # tensorrt.plugin namespaces may not contain '.', unlike ONNX domains
 PLUGIN_NAME = OP_TYPE  # the ONNX parser looks the plugin up by the node's op_type
@@ -89,23 +89,28 @@ def kmeans_on_stream(
     tol: float,
     cupy: Any = None,
 ) -> None:
-    """The plugin's body: device inputs -> host -> numpy reference -> device outputs.
+    """The plugin's body: the k-means on the device, on `stream`, into the output tensors.
 
     inputs: enc_out (N, C, L) f32, spixel_sizes (N, L) f32, init_idx (N, K) i64; outputs:
     hint_mask (N, L) f32, anchor_idx (N, K) i64. Each is anything with `__cuda_array_interface__`
-    (tensorrt.plugin.Tensor). `stream` is the raw cudaStream_t TensorRT enqueues on. The call
-    returns once the outputs are written, so the host buffers can go away.
+    (tensorrt.plugin.Tensor). `stream` is the raw cudaStream_t TensorRT enqueues on; every
+    kernel and copy goes there and the call returns without waiting for them (TensorRT orders
+    the next layers after them on the same stream).
     """
     cp = cupy if cupy is not None else import_cupy()
-    s = cp.cuda.ExternalStream(stream)
-    enc_out, spixel_sizes, init_idx = (cp.asnumpy(cp.asarray(t), stream=s) for t in inputs)
-    results = kmeans_anchors(enc_out, spixel_sizes, init_idx, int(iters), float(tol))
-    for name, target, value in zip(("hint_mask", "anchor_idx"), outputs, results, strict=True):
-        dev = cp.asarray(target)
-        if tuple(dev.shape) != value.shape:
-            raise ValueError(f"{PLUGIN_ID}: {name} is {value.shape}, the output buffer {dev.shape}")
-        dev.set(np.ascontiguousarray(value, dtype=dev.dtype), stream=s)
-    s.synchronize()
+    with cp.cuda.ExternalStream(stream):
+        enc_out, spixel_sizes, init_idx = (cp.asarray(t) for t in inputs)
+        mask, idx, _ = locate_anchors_xp(
+            enc_out, spixel_sizes, init_idx, iters=int(iters), tol=float(tol), xp=cp
+        )
+        for name, target, value in zip(
+            ("hint_mask", "anchor_idx"), outputs, (mask, idx), strict=True
+        ):
+            dev = cp.asarray(target)
+            if tuple(dev.shape) != tuple(value.shape):
+                msg = f"{PLUGIN_ID}: {name} is {tuple(value.shape)}, the output buffer {dev.shape}"
+                raise ValueError(msg)
+            dev[...] = value.astype(dev.dtype, copy=False)
 
 
 @functools.cache
