@@ -252,18 +252,14 @@ def check_parity(model: Disco, repo: Path, images: Sequence[np.ndarray]) -> dict
     return report
 
 
-def ab_psnr(ref: np.ndarray, got: np.ndarray) -> float:
-    """PSNR of ab (engine output x 110) against fp32, peak 220 (the ab range)."""
-    rmse = float(np.sqrt(np.mean(((ref.astype(np.float64) - got) * 110.0) ** 2)))
-    return float("inf") if rmse == 0 else float(20 * np.log10(220.0 / rmse))
-
-
 def check_openvino(model: Disco, repo: Path, images: Sequence[np.ndarray]) -> dict[str, Any]:
     """OpenVINO (f32 and, where the CPU has it, bf16) final ab against the fp32 torch model:
     fixed anchors, and the torch k-means anchors on each engine's own features (ab-PSNR peak
     220, max abs, in ab / 110 units like the ONNX parity)."""
     from service import colorspace
     from service.anchors import init_indices
+
+    from .quantize import ab_psnr  # PSNR of ab, peak 220
 
     try:
         from service.engine.openvino import OpenVinoEngine, cpu_has_bf16
