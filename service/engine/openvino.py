@@ -14,6 +14,7 @@ DISCO_CACHE_DIR (default $XDG_CACHE_HOME/disco or ~/.cache/disco; OpenVINO blobs
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from .plugin import kmeans_anchors
 
 TRUNK_OUTPUTS = ("affinity", "tokens", "enc_out", "pal_logit", "spixel_sizes", "sampled_bins")
 PRECISIONS = {"bf16": "bf16", "f32": "f32", "fp32": "f32"}  # DISCO_PRECISION -> OpenVINO hint
+log = logging.getLogger("disco.engine")
 KMEANS_ITERS, KMEANS_TOL = 20, 1e-4  # the exported node's defaults, read from the graph if set
 
 
@@ -93,14 +95,19 @@ class OpenVinoEngine:
         self.selection = ""  # why this engine was chosen (set by `auto`)
         threads = threads if threads is not None else int(os.environ.get("DISCO_THREADS") or 0)
         streams = streams if streams is not None else int(os.environ.get("DISCO_OV_STREAMS") or 1)
-        self.cache_dir = Path(cache) if cache else cache_dir() / "openvino"
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir: Path | None = Path(cache) if cache else cache_dir() / "openvino"
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a read-only home: serve anyway, compile on every start
+            log.warning("OpenVINO model cache disabled (%s): set DISCO_CACHE_DIR", e)
+            self.cache_dir = None
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": self.precision,
             "NUM_STREAMS": str(streams),
             "PERFORMANCE_HINT": "LATENCY",
-            "CACHE_DIR": str(self.cache_dir),
         }
+        if self.cache_dir is not None:
+            config["CACHE_DIR"] = str(self.cache_dir)
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         core = ov.Core()
