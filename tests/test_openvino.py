@@ -142,3 +142,15 @@ def test_openvino_engine_through_the_api(tiny_repo, photos_dir):
         model = c.get("/readyz").json()["model"]
         assert model["engine"] in ("openvino", "onnx") and model["selection"].startswith("auto: ")
         assert "selection=" in c.get("/metrics").text
+
+
+def test_compiled_models_are_cached(tiny_repo, tmp_path):
+    """A second engine on the same cache dir loads the compiled blobs instead of compiling."""
+    first = OpenVinoEngine(tiny_repo, precision="f32", cache=tmp_path / "c", threads=1)
+    blobs = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert any(b.endswith(".blob") for b in blobs), blobs
+    second = OpenVinoEngine(tiny_repo, precision="f32", cache=tmp_path / "c", threads=1)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == blobs  # nothing recompiled
+    x = np.zeros((1, 1, 256, 256), np.float32)
+    init = np.arange(8, dtype=np.int64)[None]
+    assert np.array_equal(first.encode(x, init).enc_out, second.encode(x, init).enc_out)
