@@ -139,10 +139,20 @@ def run(
         Variant("onnx int8", OnnxEngine(repo, intra_op_threads=threads, variant="int8")),
     ]
     info = machine_info()
-    if "avx512_bf16" in info["isa"] or "amx_bf16" in info["isa"]:
+    has_bf16 = "avx512_bf16" in info["isa"] or "amx_bf16" in info["isa"]
+    if has_bf16:
         variants.insert(
             1, Variant("torch bf16 autocast", TorchEngine(model, autocast=torch.bfloat16))
         )
+    try:
+        from service.engine.openvino import OpenVinoEngine
+    except ImportError:
+        OpenVinoEngine = None
+    if OpenVinoEngine is not None:
+        for p in ("f32", "bf16") if has_bf16 else ("f32",):
+            variants.append(
+                Variant(f"openvino {p}", OpenVinoEngine(repo, precision=p, threads=threads))
+            )
     x = _inputs(max(batches))
     for v in variants:  # warm-up: first calls allocate and pick kernels
         _run_once(v.engine, x[:1])
@@ -175,6 +185,11 @@ def run(
             int8 = OnnxEngine(repo, intra_op_threads=threads, variant="int8")
         xs = x[: min(4, len(x))]
         acc[label] = {"onnx int8": accuracy(ref, int8, xs)}
+        if OpenVinoEngine is not None and has_bf16:
+            ov_repo = repo if m is model else r2
+            acc[label]["openvino bf16"] = accuracy(
+                ref, OpenVinoEngine(ov_repo, precision="bf16", threads=threads), xs
+            )
         if any(v.name.startswith("torch bf16") for v in variants):
             acc[label]["torch bf16 autocast"] = accuracy(
                 ref, TorchEngine(m, autocast=torch.bfloat16), xs

@@ -252,6 +252,53 @@ def check_parity(model: Disco, repo: Path, images: Sequence[np.ndarray]) -> dict
     return report
 
 
+def check_openvino(model: Disco, repo: Path, images: Sequence[np.ndarray]) -> dict[str, Any]:
+    """OpenVINO (f32 and, where the CPU has it, bf16) final ab against the fp32 torch model:
+    fixed anchors, and the torch k-means anchors on each engine's own features (ab-PSNR peak
+    220, max abs, in ab / 110 units like the ONNX parity)."""
+    from service import colorspace
+    from service.anchors import init_indices
+
+    from .quantize import ab_psnr  # PSNR of ab, peak 220
+
+    try:
+        from service.engine.openvino import OpenVinoEngine, cpu_has_bf16
+    except ImportError:
+        return {"available": False}
+    from .torch_engine import TorchEngine
+
+    ref = TorchEngine(model)
+    l_norm = np.concatenate([colorspace.preprocess(im) for im in images])
+    n, n_tokens, k = len(images), model.cfg.n_tokens, model.cfg.n_clusters
+    init = np.stack([init_indices(i, k, n_tokens) for i in range(n)])
+    a = ref.encode(l_norm, init)
+    rng = np.random.default_rng(1)
+    fixed_mask = np.zeros((n, n_tokens), np.float32)
+    fixed_mask[:, rng.choice(n_tokens, k, replace=False)] = 1
+    paths = {
+        "fixed": (fixed_mask, rng.integers(0, model.cfg.num_bins, (n, n_tokens))),
+        "kmeans": (a.hint_mask, a.sampled_bins[:, 0]),
+    }
+    refs = {p: ref.generate(l_norm, a.affinity, a.tokens, m, b) for p, (m, b) in paths.items()}
+    bf16 = cpu_has_bf16()
+    report: dict[str, Any] = {"available": True, "cpu_bf16": bf16, "images": n}
+    with tempfile.TemporaryDirectory() as cache:
+        for precision in ("f32", "bf16") if bf16 else ("f32",):
+            eng = OpenVinoEngine(repo, precision=precision, threads=2, cache=cache)
+            b = eng.encode(l_norm, init)
+            row: dict[str, Any] = {
+                "anchors_equal_to_torch": bool(np.array_equal(a.hint_mask, b.hint_mask))
+            }
+            for p, (mask, bins) in paths.items():
+                got = eng.generate(l_norm, b.affinity, b.tokens, mask, bins)
+                row[f"{p}_max_abs"] = float(np.abs(refs[p] - got).max())
+                row[f"{p}_ab_psnr_db"] = ab_psnr(refs[p], got)
+            row["max_abs"] = max(row["fixed_max_abs"], row["kmeans_max_abs"])
+            row["ab_psnr_db"] = min(row["fixed_ab_psnr_db"], row["kmeans_ab_psnr_db"])
+            report[precision] = row
+    return report
+
+
 # ------------------------------------------------------------------------------------------------
 # The repository
 # ------------------------------------------------------------------------------------------------
@@ -337,6 +384,14 @@ def export_repository(
             raise ExportError(
                 f"exported graphs do not reproduce the torch model: max |ab| diff {worst:.2e} "
                 f"(limit {PARITY_TOL:g}), anchors equal: {parity['anchors_equal']}"
+            )
+        say("checking OpenVINO against torch")
+        manifest["openvino"] = check_openvino(model, tmp, parity_inputs(model.cfg.img_size))
+        ov_f32 = manifest["openvino"].get("f32", {}).get("max_abs", 0.0)
+        if ov_f32 > PARITY_TOL:
+            raise ExportError(
+                f"OpenVINO f32 does not reproduce the torch model: max |ab| diff {ov_f32:.2e} "
+                f"(limit {PARITY_TOL:g})"
             )
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         if out.exists():

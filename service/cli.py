@@ -26,6 +26,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 class EngineName(StrEnum):
     torch = "torch"
     onnx = "onnx"
+    openvino = "openvino"
 
 
 def _warn(msg: str) -> None:
@@ -59,6 +60,15 @@ def output_stems(files: list[Path]) -> list[str]:
 
 
 def _load_engine(engine: EngineName, checkpoint: Path | None, model: Path | None, device: str):
+    if engine is EngineName.openvino:  # CPU; precision from DISCO_PRECISION (bf16 where it can)
+        import os
+
+        from service.engine.openvino import OpenVinoEngine
+        from service.settings import BUNDLED_MODEL_DIR
+
+        return OpenVinoEngine(
+            model or BUNDLED_MODEL_DIR, precision=os.environ.get("DISCO_PRECISION")
+        )
     if engine is EngineName.onnx:
         from service.engine.onnx import ModelRepositoryError, OnnxEngine
         from service.settings import BUNDLED_MODEL_DIR
@@ -201,7 +211,9 @@ def colorize(
 
 
 class ServeEngine(StrEnum):
+    auto = "auto"
     onnx = "onnx"
+    openvino = "openvino"
     tensorrt = "tensorrt"
 
 
@@ -294,7 +306,7 @@ def worker(
     max_wait_ms: Annotated[
         float | None, typer.Option(help="Batch fill wait [DISCO_MAX_WAIT_MS, 10].")
     ] = None,
-    engine: Annotated[ServeEngine | None, typer.Option(help="Engine [DISCO_ENGINE, onnx].")] = None,
+    engine: Annotated[ServeEngine | None, typer.Option(help="Engine [DISCO_ENGINE, auto].")] = None,
     threads: Annotated[int | None, typer.Option(help="Engine threads [DISCO_THREADS].")] = None,
     precision: PrecisionOption = None,
     metrics_port: Annotated[

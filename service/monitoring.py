@@ -84,7 +84,7 @@ class Monitor:
         )  # fmt: skip
         self.model_info = Gauge(
             "disco_model_info", "The model being served (value 1).",
-            ["name", "version", "engine", "precision"], registry=r,
+            ["name", "version", "engine", "precision", "selection"], registry=r,
         )  # fmt: skip
         self.ready = Gauge("disco_ready", "1 when /readyz passes.", registry=r)
         self._workers = _WorkerStatsCollector()
@@ -105,7 +105,7 @@ class Monitor:
     def set_model(self, info: dict[str, str]) -> None:
         self.model_info.labels(
             info.get("name", "?"), info.get("version", "?"), info.get("engine", "?"),
-            info.get("precision", "?"),
+            info.get("precision", "?"), info.get("selection", ""),
         ).set(1)  # fmt: skip
 
     def metric_names(self) -> Iterable[str]:

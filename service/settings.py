@@ -15,7 +15,11 @@ Environment variable = `DISCO_` + the field name in capitals (defaults in bracke
 * `DISCO_MODEL_DIR` [the bundled `disco-demo` repository, `service/data/models/disco-demo`]: where
   the engine finds its model files (a repository from `disco export`)
 * `DISCO_HOST`, `DISCO_PORT` [`127.0.0.1`, `8000`]: HTTP bind address
-* `DISCO_ENGINE` [`onnx`]: `onnx`, `tensorrt` (or `torch`, the reference engine, dev only)
+* `DISCO_ENGINE` [`auto`]: `auto`, `onnx`, `openvino`, `tensorrt` (or `torch`, the reference
+  engine, dev only). `auto` serves OpenVINO bf16 when OpenVINO is installed, the CPU has bf16 and
+  the manifest records >= 45 dB for it, else ONNX Runtime; `/readyz` says which and why
+* `DISCO_OV_STREAMS` [`1`]: OpenVINO inference streams; `DISCO_CACHE_DIR` [`$XDG_CACHE_HOME/disco`]:
+  OpenVINO's compiled-model cache (a restart skips compilation)
 * `DISCO_THREADS` [`0`]: engine intra-op threads, 0 = the runtime's default
 * `DISCO_PRECISION` [the model's own, `fp32`]: a variant of the model repository to run, e.g.
   `int8` (written by `disco export --quantize int8`; 3.7x fp32 on a CPU, see BENCHMARKS.md)
@@ -87,9 +91,11 @@ class Settings(BaseSettings):
     model_dir: Path = BUNDLED_MODEL_DIR
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    engine: Literal["onnx", "tensorrt", "torch"] = "onnx"
+    engine: Literal["auto", "onnx", "openvino", "tensorrt", "torch"] = "auto"
     threads: int = Field(0, ge=0, le=1024)  # 0 = the runtime's default
     precision: str | None = Field(None, pattern=r"^[a-z0-9_-]{1,32}$")  # a manifest variant
+    ov_streams: int = Field(1, ge=1, le=64)  # OpenVINO inference streams (read by the engine)
+    cache_dir: Path | None = None  # compiled-model cache [$XDG_CACHE_HOME/disco]
 
     # -- batching ---------------------------------------------------------------------------------
     max_batch: int = Field(8, ge=1, le=256)

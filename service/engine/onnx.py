@@ -103,8 +103,11 @@ class OnnxEngine:
     @property
     def info(self) -> dict[str, str]:
         m = self.manifest
-        return {"name": m["name"], "version": str(m["version"]), "engine": self.name,
+        info = {"name": m["name"], "version": str(m["version"]), "engine": self.name,
                 "precision": self.variant, "providers": ",".join(self.providers)}  # fmt: skip
+        if getattr(self, "selection", ""):  # why `auto` chose this engine
+            info["selection"] = self.selection
+        return info
 
     def encode(self, l_norm: np.ndarray, init_idx: np.ndarray) -> Encoded:
         outs = self.encoder.run(

@@ -23,7 +23,7 @@ def test_defaults():
     assert (s.max_batch, s.max_wait_ms, s.max_wait_s) == (8, 10.0, 0.01)
     assert (s.result_ttl_s, s.job_timeout_s, s.max_deliveries, s.max_backlog) == (600, 30, 3, 64)
     assert s.max_upload_bytes == 20 * 1024 * 1024 and s.max_pixels == 40_000_000
-    assert s.engine == "onnx" and s.redis_password is None
+    assert s.engine == "auto" and s.redis_password is None
 
 
 def test_env_vars_and_overrides(monkeypatch):
