@@ -7,29 +7,40 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("torch")
 
-from export.gpu_check import StepTimeout, main, pick_backends, time_limit, write_json
+from export.gpu_check import main, pick_backends, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_ONLY = {"tensorrt": False, "ort_providers": ["CPUExecutionProvider"], "torch_cuda": True}
 
 
 def test_time_limit_interrupts_a_slow_step() -> None:
-    t0 = time.perf_counter()
-    with (
-        pytest.raises(StepTimeout, match=r"export ran past its 0\.2 s limit"),
-        time_limit(0.2, "export"),
-    ):
-        time.sleep(5)
-    assert time.perf_counter() - t0 < 2
-    with time_limit(0, "none"):  # 0: no limit, and no alarm left behind
-        time.sleep(0.01)
+    """In a fresh interpreter: SIGALRM in a pytest process that earlier tests filled with
+    OpenVINO/ONNX Runtime thread pools crashed it (seen here), while gpu-check runs alone."""
+    import subprocess
+    import sys
+
+    code = (
+        "import time, pytest\n"
+        "from export.gpu_check import StepTimeout, time_limit\n"
+        "t0 = time.perf_counter()\n"
+        "with pytest.raises(StepTimeout, match=r'export ran past its 0\\.2 s limit'), "
+        "time_limit(0.2, 'export'):\n"
+        "    time.sleep(5)\n"
+        "assert time.perf_counter() - t0 < 2\n"
+        "with time_limit(0, 'none'):  # 0: no limit, and no alarm left behind\n"
+        "    time.sleep(0.01)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "ok", out.stderr
 
 
 def test_write_json_is_atomic_and_rewritable(tmp_path: Path) -> None:
@@ -76,5 +87,7 @@ def test_dry_run_timeout_leaves_partial_json_then_reuses_out(tmp_path: Path) -> 
     assert tight.returncode == 1, tight.stdout[-3000:] + tight.stderr[-3000:]
     assert "ran past its 0.05 s limit" in tight.stdout
     partial = json.loads((out / "gpu-check.json").read_text())
-    assert partial["finished"] is False and "limit" in partial["error"]
+    # a backend that runs past its limit is recorded as that backend's failure; the others go on
+    timed_out = [b for b in partial["backends"] if "limit" in b.get("error", "")]
+    assert partial["failed"] == ["torch-cpu"] and timed_out
     assert (out / "repo" / "manifest.json").is_file()
