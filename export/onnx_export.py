@@ -386,7 +386,11 @@ def export_repository(
                 f"(limit {PARITY_TOL:g}), anchors equal: {parity['anchors_equal']}"
             )
         say("checking OpenVINO against torch")
-        manifest["openvino"] = check_openvino(model, tmp, parity_inputs(model.cfg.img_size))
+        manifest["openvino"] = (  # the OpenVINO engine serves plugin-k-means exports only
+            check_openvino(model, tmp, parity_inputs(model.cfg.img_size))
+            if kmeans == "plugin"
+            else {"available": False, "reason": "inline k-means: OpenVINO serves plugin exports"}
+        )
         ov_f32 = manifest["openvino"].get("f32", {}).get("max_abs", 0.0)
         if ov_f32 > PARITY_TOL:
             raise ExportError(

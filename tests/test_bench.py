@@ -34,6 +34,7 @@ def test_bench_writes_json_and_markdown(tmp_path):
         "per_image_s"
     ].keys()
     assert all(v > 0 for row in data["per_image_s"].values() for v in row.values())
+    assert "openvino f32" in data["per_image_s"]  # openvino is in the serve extra
     assert data["diverse"]["ratio"] > 0
     text = md.read_text()
     assert "hand-written notes stay" in text and "| onnx int8 |" in text
