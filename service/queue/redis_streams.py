@@ -70,7 +70,9 @@ from .redis_scripts import SCRIPTS
 # blocking reads shorter than this are polled client-side (see `read`)
 SHORT_BLOCK_MS = 100
 SHORT_BLOCK_POLL_S = 0.002
-DEAD_CONSUMER_FORGET_MS = 10 * 60 * 1000  # a healthless consumer idle this long with nothing pending
+DEAD_CONSUMER_FORGET_MS = (
+    10 * 60 * 1000
+)  # a healthless consumer idle this long with nothing pending
 
 log = logging.getLogger("disco.queue")
 
@@ -508,7 +510,7 @@ class RedisStreamsQueue:
                 C.STREAM_KEY, C.GROUP_NAME, consumer, min_idle_ms, list(times)
             )
             got = await self._deliveries(
-                [e for e in entries if e and e[1] is not None], lambda m: times.get(m, 1)
+                [e for e in entries if e and e[1] is not None], lambda m, t=times: t.get(m, 1)
             )
             if got:
                 log.warning(

@@ -86,8 +86,7 @@ async def job_result(request: Request, job_id: JobId, queue: QueueDep) -> Respon
 
 @router.get("/{job_id}/result/{index}", responses=RESULT_RESPONSES)
 async def job_result_k(
-    request: Request,
-    job_id: JobId, queue: QueueDep, index: Annotated[int, Path(ge=0, le=63)]
+    request: Request, job_id: JobId, queue: QueueDep, index: Annotated[int, Path(ge=0, le=63)]
 ) -> Response:
     """The k-th image of a diverse job (k = 0 for a single one)."""
     return await _result(request, queue, job_id, index)
