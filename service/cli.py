@@ -310,8 +310,12 @@ def worker(
     threads: Annotated[int | None, typer.Option(help="Engine threads [DISCO_THREADS].")] = None,
     precision: PrecisionOption = None,
     metrics_port: Annotated[
-        int, typer.Option(help="Prometheus metrics port of this worker (0 = off).")
-    ] = 9100,
+        int,
+        typer.Option(
+            help="Prometheus metrics port of this worker (0 = off, the default, so that several "
+            "workers on one host never collide; compose and k8s set 9100)."
+        ),
+    ] = 0,
 ) -> None:
     """Run a batching worker on a shared Redis queue (any number, on any hosts)."""
     import asyncio

@@ -32,8 +32,9 @@ Environment variable = `DISCO_` + the field name in capitals (defaults in bracke
 * `DISCO_JOB_TIMEOUT_S` [`30`]: default deadline of a job; a request may ask for another one
   up to `DISCO_MAX_JOB_TIMEOUT_S` [`300`]
 * `DISCO_RESULT_TTL_S` [`600`]: how long finished jobs, results and idempotency keys are kept
-* `DISCO_VISIBILITY_TIMEOUT_S` [`30`]: a delivered job whose worker shows no sign of life for
-  this long is reclaimed by another worker
+* `DISCO_VISIBILITY_TIMEOUT_S` [a third of `DISCO_JOB_TIMEOUT_S`, at least twice the health TTL:
+  `10`]: backstop for a worker that heartbeats but hangs: a delivery nobody touched for this long
+  is reclaimed by another worker. Must satisfy health TTL < visibility timeout < job timeout
 * `DISCO_MAX_DELIVERIES` [`3`]: deliveries before a job is dead-lettered and fails
 * `DISCO_MAX_BACKLOG` [`64`]: unfinished jobs (queued + running) before enqueue answers 429,
   with `Retry-After: DISCO_RETRY_AFTER_S` [`1`]
@@ -44,7 +45,8 @@ Environment variable = `DISCO_` + the field name in capitals (defaults in bracke
 * `DISCO_REDIS_CONNECT_TIMEOUT_S` [`2`], `DISCO_REDIS_SOCKET_TIMEOUT_S` [`5`]: Redis timeouts
   (fail fast with 503 rather than hang; blocking reads stay below the socket timeout)
 * `DISCO_WORKER_NAME` [`<host>-<pid>-<random>`]: a worker's consumer name, unique per worker
-* `DISCO_WORKER_HEALTH_TTL_S` [`15`]: TTL of a worker's health key, refreshed every third of it
+* `DISCO_WORKER_HEALTH_TTL_S` [`3`]: TTL of a worker's health key, refreshed every third of it;
+  once it expires (the worker died) a live worker claims its pending jobs at once
 * `DISCO_JOB_COMPLETION_WAIT_S` [`25`]: on SIGTERM, how long in-flight batches may take to
   finish (keep it below the pod's terminationGracePeriodSeconds)
 * `DISCO_STREAM_MAXLEN` [`10000`]: approximate cap of the dead-letter stream (the job stream is
@@ -106,7 +108,7 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
     max_job_timeout_s: float = Field(300.0, gt=0.0, le=86_400.0)
     result_ttl_s: int = Field(600, ge=1, le=7 * 86_400)
-    visibility_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    visibility_timeout_s: float | None = Field(None, gt=0.0, le=3600.0)  # None: derived
     max_deliveries: int = Field(3, ge=1, le=100)
 
     # -- admission --------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ class Settings(BaseSettings):
 
     # -- workers ----------------------------------------------------------------------------------
     worker_name: str | None = Field(None, min_length=1, max_length=200)
-    worker_health_ttl_s: float = Field(15.0, gt=0.0, le=3600.0)
+    worker_health_ttl_s: float = Field(3.0, gt=0.0, le=3600.0)
     job_completion_wait_s: float = Field(25.0, ge=0.0, le=3600.0)
     stream_maxlen: int = Field(10_000, ge=1, le=100_000_000)
 
@@ -170,6 +172,25 @@ class Settings(BaseSettings):
             )
         if self.max_wait_ms / 1000.0 >= self.job_timeout_s:
             raise ValueError("max_wait_ms must be well below job_timeout_s")
+        if self.visibility_timeout_s is None:
+            # derived: a dead worker is found via its health key, a hung one by this backstop,
+            # which must end well before the deadline so that a redelivered job still runs
+            self.visibility_timeout_s = max(2 * self.worker_health_ttl_s, self.job_timeout_s / 3)
+            if self.visibility_timeout_s >= self.job_timeout_s:
+                raise ValueError(
+                    f"job_timeout_s ({self.job_timeout_s}) leaves no room for a visibility "
+                    f"timeout above twice worker_health_ttl_s ({self.worker_health_ttl_s})"
+                )
+        if self.worker_health_ttl_s >= self.visibility_timeout_s:
+            raise ValueError(
+                f"worker_health_ttl_s ({self.worker_health_ttl_s}) must be below "
+                f"visibility_timeout_s ({self.visibility_timeout_s})"
+            )
+        if self.visibility_timeout_s >= self.job_timeout_s:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must be below job_timeout_s "
+                f"({self.job_timeout_s}): a job reclaimed from a hung worker must still run"
+            )
         if self.redis_socket_timeout_s <= 1.0:
             # Workers block in XREADGROUP for up to a second; the read timeout must outlast it.
             raise ValueError("redis_socket_timeout_s must exceed 1 s (blocking reads)")

@@ -106,6 +106,9 @@ class JobSource(Protocol):
         (crashed or released); their delivery count goes up by one."""
         ...
 
+    # optional: `reclaim_dead(consumer, min_idle_ms, count)` takes over the deliveries of
+    # consumers whose health key expired (RedisStreamsQueue; an in-process queue has none)
+
     async def begin(
         self, consumer: str, deliveries: Sequence[Delivery]
     ) -> list[JobDef | JobStatus | None]:

@@ -68,6 +68,7 @@ class JobDef:
     deadline: float | None = None  # epoch seconds; workers never start a job past it
     idempotency_key: str | None = None
     attempts: int = 0  # deliveries so far, this one included (set by the worker side)
+    owner: str | None = None  # the API key id that created it (object-level authorization)
 
     def __post_init__(self) -> None:
         if not self.kind or len(self.kind) > MAX_KIND_CHARS:
@@ -93,6 +94,7 @@ class JobDef:
         timeout_s: float | None = None,
         idempotency_key: str | None = None,
         now: float | None = None,
+        owner: str | None = None,
     ) -> JobDef:
         """A new job; `timeout_s` None leaves the deadline to the queue's default timeout."""
         created = time.time() if now is None else now
@@ -104,6 +106,7 @@ class JobDef:
             created_at=created,
             deadline=deadline,
             idempotency_key=idempotency_key,
+            owner=owner,
         )
 
 
@@ -149,6 +152,11 @@ class JobInfo:
     attempts: int
     n_outputs: int
     meta: dict[str, Any]
+    owner: str | None = None  # API key id of the creator; not shown by to_dict
+
+    def visible_to(self, who: str | None) -> bool:
+        """Whether the caller (an API key id, None without keys) may see this job."""
+        return self.owner is None or self.owner == who
 
     @property
     def terminal(self) -> bool:
@@ -251,6 +259,7 @@ def job_fields(job: JobDef, *, status: JobStatus = JobStatus.QUEUED) -> dict[str
         "created_at": repr(float(job.created_at)),
         "deadline": repr(float(job.deadline)),
         "idem": job.idempotency_key or "",
+        "owner": job.owner or "",
         "status": status.value,
         "attempts": "0",
         "n_outputs": "0",
@@ -272,6 +281,7 @@ def job_from_fields(fields: Mapping[str, str], payload: bytes, *, attempts: int)
         deadline=float(fields["deadline"]),
         idempotency_key=fields.get("idem") or None,
         attempts=attempts,
+        owner=fields.get("owner") or None,
     )
 
 
@@ -296,6 +306,7 @@ def info_from_fields(fields: Mapping[str, str], *, now: float | None = None) -> 
         attempts=int(fields.get("attempts") or 0),
         n_outputs=int(fields.get("n_outputs") or 0),
         meta=meta,
+        owner=fields.get("owner") or None,
     )
 
 

@@ -70,6 +70,9 @@ from .redis_scripts import SCRIPTS
 # blocking reads shorter than this are polled client-side (see `read`)
 SHORT_BLOCK_MS = 100
 SHORT_BLOCK_POLL_S = 0.002
+DEAD_CONSUMER_FORGET_MS = (
+    10 * 60 * 1000
+)  # a healthless consumer idle this long with nothing pending
 
 log = logging.getLogger("disco.queue")
 
@@ -246,6 +249,7 @@ class RedisStreamsQueue:
             created_at=job.created_at,
             deadline=deadline,
             idempotency_key=job.idempotency_key,
+            owner=job.owner,
         )
         ttl_ms = max(1, round((max(deadline, now) - now) * 1000)) + self._ttl_ms
         keys = [C.STREAM_KEY, C.job_key(job.id)]
@@ -468,6 +472,55 @@ class RedisStreamsQueue:
             pending = await pipe.execute()
         counts = {_s(p[0]["message_id"]): int(p[0]["times_delivered"]) for p in pending if p}
         return await self._deliveries(entries, lambda msg: counts.get(msg, 1))
+
+    @_translate_errors
+    async def reclaim_dead(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
+        """Claim the pending deliveries of consumers whose health key expired (a dead worker),
+        without waiting for the visibility timeout. `min_idle_ms` (a heartbeat interval) spares
+        a delivery its owner touched a moment ago."""
+        self._check_open()
+        try:
+            consumers = await self.client.xinfo_consumers(C.STREAM_KEY, C.GROUP_NAME)
+        except redis_errors.ResponseError as exc:
+            await self._on_nogroup(exc, consumer)
+            return []
+        others = [c for c in consumers if _s(c["name"]) != consumer]
+        if not others:
+            return []
+        alive = await self.client.mget([C.worker_key(_s(c["name"])) for c in others])
+        out: list[Delivery] = []
+        for info, health in zip(others, alive, strict=True):
+            if health is not None:
+                continue
+            name = _s(info["name"])
+            if int(info.get("pending", 0)) == 0:
+                if int(info.get("idle", 0)) > DEAD_CONSUMER_FORGET_MS:
+                    # long gone and owning nothing: drop it so the consumer list stays short
+                    await self.client.xgroup_delconsumer(C.STREAM_KEY, C.GROUP_NAME, name)
+                continue
+            if len(out) >= count:
+                break
+            pending = await self.client.xpending_range(
+                C.STREAM_KEY, C.GROUP_NAME, "-", "+", count - len(out), consumername=name
+            )
+            if not pending:
+                continue
+            times = {_s(p["message_id"]): int(p["times_delivered"]) + 1 for p in pending}
+            entries = await self.client.xclaim(
+                C.STREAM_KEY, C.GROUP_NAME, consumer, min_idle_ms, list(times)
+            )
+            got = await self._deliveries(
+                [e for e in entries if e and e[1] is not None], lambda m, t=times: t.get(m, 1)
+            )
+            if got:
+                log.warning(
+                    "worker %s is dead (health key expired): %s claimed %d of its deliveries",
+                    name,
+                    consumer,
+                    len(got),
+                )
+            out += got
+        return out
 
     async def _deliveries(
         self, entries: list[Any], deliveries_of: Callable[[str], int]

@@ -118,16 +118,17 @@ class Worker:
     * `max_batch` (8): most jobs per handler call.
     * `max_wait_ms` (10): after the first job of a batch arrives, how long to wait for more
       while there is company (see step 2 above).
-    * `visibility_timeout_s` (30): a delivery nobody touched for this long is reclaimed. The
+    * `visibility_timeout_s` (10): a delivery nobody touched for this long is reclaimed. The
       worker touches its in-flight batch every third of it, so only dead or hung workers lose
       their jobs. Also how long it retries storing results while the queue is unreachable.
     * `max_deliveries` (3): deliveries of one job before it is dead-lettered and fails.
     * `name`: the consumer name; must be unique among live workers (default host-pid-random).
-    * `health_ttl_s` (15): TTL of the health key, refreshed every third of it.
+    * `health_ttl_s` (3): TTL of the health key, refreshed every third of it. Once a worker's
+      key expires (it died), the others claim its pending deliveries at once (`reclaim_dead`).
     * `job_completion_wait_s` (25): how long `close()` lets the in-flight batch finish.
     * `poll_block_ms` (500): longest single blocking read while idle (bounds shutdown latency).
-    * `reclaim_interval_s`: how often to look for idle deliveries (default: a quarter of the
-      visibility timeout, at most 10 s).
+    * `reclaim_interval_s`: how often to look for dead workers' and idle deliveries (default:
+      a heartbeat interval or a quarter of the visibility timeout, whichever is shorter).
     * `max_backoff_s` (5): longest pause between retries while the queue is unreachable.
     * `on_batch`: called with a `BatchReport` after every batch (metrics); must not raise.
     """
@@ -139,10 +140,10 @@ class Worker:
         handler: BatchHandler,
         max_batch: int = 8,
         max_wait_ms: float = 10.0,
-        visibility_timeout_s: float = 30.0,
+        visibility_timeout_s: float = 10.0,
         max_deliveries: int = 3,
         name: str | None = None,
-        health_ttl_s: float = 15.0,
+        health_ttl_s: float = 3.0,
         job_completion_wait_s: float = 25.0,
         poll_block_ms: int = 500,
         reclaim_interval_s: float | None = None,
@@ -168,8 +169,9 @@ class Worker:
         self.reclaim_interval_s = (
             reclaim_interval_s
             if reclaim_interval_s is not None
-            else min(10.0, max(0.05, visibility_timeout_s / 4))
+            else min(10.0, max(0.05, min(visibility_timeout_s / 4, health_ttl_s / 3)))
         )
+        self._heartbeat_ms = max(1, round(health_ttl_s / 3 * 1000))
         self.max_backoff_s = max_backoff_s
         self.on_batch = on_batch
         self.stats = WorkerStats()
@@ -369,7 +371,16 @@ class Worker:
         return batch
 
     async def _reclaim(self) -> list[Delivery]:
-        claimed = await self.queue.reclaim(self.name, self._visibility_ms, self.max_batch)
+        # first the deliveries of dead workers (health key expired: seconds), then those idle
+        # past the visibility timeout (the backstop for a worker that heartbeats but hangs)
+        claimed: list[Delivery] = []
+        reclaim_dead = getattr(self.queue, "reclaim_dead", None)
+        if reclaim_dead is not None:
+            claimed = await reclaim_dead(self.name, self._heartbeat_ms, self.max_batch)
+        if len(claimed) < self.max_batch:
+            claimed += await self.queue.reclaim(
+                self.name, self._visibility_ms, self.max_batch - len(claimed)
+            )
         if not claimed:
             return []
         self.stats.jobs_reclaimed += len(claimed)

@@ -44,8 +44,13 @@ def wait_until(check: Callable[[], Any], timeout_s: float, what: str, every_s: f
 
 class Stack:
     def __init__(
-        self, redis_url: str, model_dir: Path, logdir: Path, env: dict[str, str] | None = None
+        self,
+        redis_url: str,
+        model_dir: Path | None,
+        logdir: Path,
+        env: dict[str, str] | None = None,
     ):
+        """`model_dir` None: the bundled default model (no --model flag, as a user runs it)."""
         self.redis_url = redis_url
         self.model_dir = model_dir
         self.logdir = logdir
@@ -69,8 +74,7 @@ class Stack:
                 str(self.port),
                 "--queue",
                 self.redis_url,
-                "--model",
-                str(self.model_dir),
+                *self._model_args(),
                 "--log-level",
                 "warning",
             ],
@@ -81,18 +85,14 @@ class Stack:
         )
         return self
 
-    def start_worker(self, name: str, **env: str) -> subprocess.Popen[bytes]:
+    def _model_args(self) -> list[str]:
+        return [] if self.model_dir is None else ["--model", str(self.model_dir)]
+
+    def start_worker(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """A `disco worker` with default flags (metrics off, the default) plus `args`."""
         proc = self._spawn(
             name,
-            [
-                "worker",
-                "--queue",
-                self.redis_url,
-                "--model",
-                str(self.model_dir),
-                "--metrics-port",
-                "0",
-            ],
+            ["worker", "--queue", self.redis_url, *self._model_args(), *args],
             {"DISCO_WORKER_NAME": name, **env},
         )
         self.workers[name] = proc

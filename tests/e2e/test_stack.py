@@ -30,7 +30,7 @@ def stack(tmp_path, tiny_repo, redis_server_factory):
         server.url,
         tiny_repo,
         tmp_path,
-        env={"DISCO_VISIBILITY_TIMEOUT_S": "2", "DISCO_MAX_BATCH": "4", "DISCO_MAX_WAIT_MS": "20"},
+        env={"DISCO_MAX_BATCH": "4", "DISCO_MAX_WAIT_MS": "20"},
     )
     s.redis = server
     yield s

@@ -37,7 +37,7 @@ def queue_settings(backend: str, request: pytest.FixtureRequest) -> Settings:
         visibility_timeout_s=1.0,
         max_deliveries=3,
         max_wait_ms=5,
-        worker_health_ttl_s=5,
+        worker_health_ttl_s=0.6,
         job_completion_wait_s=5,
     )
 

@@ -29,6 +29,7 @@ def _settings(url: str, **overrides: object) -> Settings:
         "result_ttl_s": 60,
         "job_timeout_s": 30,
         "visibility_timeout_s": 1.0,
+        "worker_health_ttl_s": 0.6,
         "max_backlog": 32,
         "redis_connect_timeout_s": 1.0,
     }

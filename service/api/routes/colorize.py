@@ -25,7 +25,7 @@ from service.queue import JobDef, JobStatus
 from ..deps import QueueDep, RuntimeDep
 from ..errors import ApiError, ErrorBody, error_body
 from ..responses import raise_for_job, result_response
-from ..security import request_digest, scoped_idempotency_key
+from ..security import request_digest, request_key_id, scoped_idempotency_key
 from ..uploads import read_upload
 
 router = APIRouter(tags=["colorize"])
@@ -127,6 +127,7 @@ async def _submit(
         params=job_params,
         timeout_s=timeout,
         idempotency_key=scoped_idempotency_key(request, idem, digest),
+        owner=request_key_id(request),
     )
     job = await queue.enqueue(job)
     rt.monitor.jobs.labels("accepted").inc()

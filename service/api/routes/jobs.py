@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from service.params import JobKind
@@ -13,6 +13,7 @@ from service.queue import JobInfo, JobStatus
 from ..deps import QueueDep, RuntimeDep
 from ..errors import ApiError, error_responses
 from ..responses import raise_for_job, result_response
+from ..security import request_key_id
 
 router = APIRouter(
     prefix="/jobs",
@@ -44,9 +45,10 @@ RESULT_RESPONSES: dict[int | str, dict[str, Any]] = {
 JobId = Annotated[str, Path(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
-async def _info(queue: QueueDep, job_id: str) -> JobInfo:
+async def _info(request: Request, queue: QueueDep, job_id: str) -> JobInfo:
     info = await queue.info(job_id)
-    if info is None:
+    # another key's job reads exactly like an unknown one: no existence oracle
+    if info is None or not info.visible_to(request_key_id(request)):
         raise ApiError(404, "job_not_found", f"no job {job_id} (unknown, or its result expired)")
     return info
 
@@ -61,14 +63,14 @@ def _links(info: JobInfo) -> dict[str, Any]:
 
 
 @router.get("/{job_id}")
-async def job_status(job_id: JobId, queue: QueueDep) -> dict[str, Any]:
+async def job_status(request: Request, job_id: JobId, queue: QueueDep) -> dict[str, Any]:
     """Status (queued, running, done, failed, expired, cancelled), timings and result links."""
-    info = await _info(queue, job_id)
+    info = await _info(request, queue, job_id)
     return {**info.to_dict(), "links": _links(info)}
 
 
-async def _result(queue: QueueDep, job_id: str, index: int | None) -> Response:
-    info = await _info(queue, job_id)
+async def _result(request: Request, queue: QueueDep, job_id: str, index: int | None) -> Response:
+    info = await _info(request, queue, job_id)
     raise_for_job(info)
     result = await queue.result(job_id)
     if result is None:
@@ -77,23 +79,25 @@ async def _result(queue: QueueDep, job_id: str, index: int | None) -> Response:
 
 
 @router.get("/{job_id}/result", responses=RESULT_RESPONSES)
-async def job_result(job_id: JobId, queue: QueueDep) -> Response:
+async def job_result(request: Request, job_id: JobId, queue: QueueDep) -> Response:
     """The result: image bytes (colorize), JSON (diverse: all results; anchors)."""
-    return await _result(queue, job_id, None)
+    return await _result(request, queue, job_id, None)
 
 
 @router.get("/{job_id}/result/{index}", responses=RESULT_RESPONSES)
 async def job_result_k(
-    job_id: JobId, queue: QueueDep, index: Annotated[int, Path(ge=0, le=63)]
+    request: Request, job_id: JobId, queue: QueueDep, index: Annotated[int, Path(ge=0, le=63)]
 ) -> Response:
     """The k-th image of a diverse job (k = 0 for a single one)."""
-    return await _result(queue, job_id, index)
+    return await _result(request, queue, job_id, index)
 
 
 @router.delete("/{job_id}", responses=error_responses({409: "Already started or finished"}))
-async def cancel_job(job_id: JobId, queue: QueueDep, rt: RuntimeDep) -> dict[str, Any]:
+async def cancel_job(
+    request: Request, job_id: JobId, queue: QueueDep, rt: RuntimeDep
+) -> dict[str, Any]:
     """Cancel a job that has not started; a running or finished job cannot be cancelled."""
-    info = await _info(queue, job_id)
+    info = await _info(request, queue, job_id)
     if not await queue.cancel(job_id):
         raise ApiError(
             409,
