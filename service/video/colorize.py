@@ -111,4 +111,3 @@ def colorize_independent(
         yield from (o[0].image for o in run(engine, [Job(x, anchors=anchors) for x in batch]))
 
 
-Progress = Callable[[int], None]

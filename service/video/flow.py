@@ -31,7 +31,7 @@ def warp(img: np.ndarray, fwd: np.ndarray) -> np.ndarray:
 
 
 def reliable(fwd: np.ndarray, bwd: np.ndarray, tol: float = 1.0) -> np.ndarray:
-    """Pixels whose forward flow is undone by the backward flow (within `tol` px) and stay inside."""
+    """Pixels whose forward flow the backward flow undoes (within `tol` px), staying inside."""
     h, w = fwd.shape[:2]
     back = warp(bwd, fwd)
     err = np.linalg.norm(fwd + back, axis=-1)

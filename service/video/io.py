@@ -36,7 +36,9 @@ def frames(path: Path) -> Iterator[np.ndarray]:
         raise VideoError(f"corrupt video: {e}") from e
 
 
-def write(src: Path, dst: Path, rgb: Iterable[np.ndarray], on_frame: Callable[[], None] | None = None) -> int:
+def write(
+    src: Path, dst: Path, rgb: Iterable[np.ndarray], on_frame: Callable[[], None] | None = None
+) -> int:
     """Encode frames as H.264 at the source's rate and size, copying the source's audio."""
     width, height, rate, _ = probe(src)
     n = 0
@@ -47,8 +49,14 @@ def write(src: Path, dst: Path, rgb: Iterable[np.ndarray], on_frame: Callable[[]
         audio_out = out.add_stream(template=audio_in) if audio_in is not None else None
         for img in rgb:
             if img.shape[0] != v.height or img.shape[1] != v.width:
-                img = np.pad(img, ((0, v.height - img.shape[0]), (0, v.width - img.shape[1]), (0, 0)), mode="edge")
-            for p in v.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                img = np.pad(
+                    img,
+                    ((0, v.height - img.shape[0]), (0, v.width - img.shape[1]), (0, 0)),
+                    mode="edge",
+                )
+            for p in v.encode(
+                av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            ):
                 out.mux(p)
             n += 1
             if on_frame:
