@@ -3,7 +3,7 @@ moved by optical flow, go in as hints with the keyframe's colours on the followi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -109,5 +109,3 @@ def colorize_independent(
             batch = []
     if batch:
         yield from (o[0].image for o in run(engine, [Job(x, anchors=anchors) for x in batch]))
-
-
