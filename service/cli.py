@@ -234,6 +234,45 @@ PrecisionOption = Annotated[
 ]
 
 
+@app.command("colorize-video")
+def colorize_video(
+    src: Annotated[Path, typer.Argument(help="Input video (any format FFmpeg reads).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output H.264 MP4.")],
+    model: Annotated[
+        Path | None, typer.Option(help="Model repository [the bundled disco-demo].")
+    ] = None,
+    anchors: Annotated[int, typer.Option(min=1, max=64, help="Anchors per shot keyframe.")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1, help="Frames per engine call.")] = 8,
+    independent: Annotated[
+        bool, typer.Option("--independent", help="Per-frame k-means (no tracking; flickers).")
+    ] = False,
+) -> None:
+    """Colorize a video with anchors tracked by optical flow; keeps rate, size and audio."""
+    from tqdm import tqdm
+
+    from service.video import colorize as vc
+    from service.video import io as vio
+
+    try:
+        _, _, _, total = vio.probe(src)
+    except (OSError, vio.VideoError) as e:
+        raise typer.BadParameter(f"{src}: {e}", param_hint="SRC") from e
+    eng = _load_engine(EngineName.onnx, None, model, "cpu")
+    frames = vio.frames(src)
+    if independent:
+        rgb = vc.colorize_independent(eng, frames, anchors, batch_size)
+    else:
+        rgb = vc.AnchoredColorizer(eng, anchors, batch_size).colorize(frames)
+    bar = tqdm(total=total or None, unit="frame", desc="colorize-video", file=sys.stderr)
+    try:
+        n = vio.write(src, out, rgb, on_frame=lambda: bar.update(1))
+    except vio.VideoError as e:
+        raise typer.BadParameter(f"{src}: {e}", param_hint="SRC") from e
+    finally:
+        bar.close()
+    typer.echo(f"{n} frames -> {out}")
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [DISCO_HOST, 127.0.0.1].")] = None,

@@ -1,0 +1,1 @@
+"""Temporally consistent video colorization (torch-free): decode, shots, anchored flow, encode."""
