@@ -106,6 +106,7 @@ def test_smoke_run_checkpoint_and_resume(tmp_path: Path):
         log_every=1,
         ckpt_every_s=1e9,
         threads=1,  # robust on a shared 2-core machine (2 threads stall under contention)
+        chroma_aug=0.5,
     )
     summary = train(tc, progress=False)
     run = tmp_path / "run"
@@ -132,6 +133,9 @@ def test_smoke_run_checkpoint_and_resume(tmp_path: Path):
 
     history = [h for h in last["history"] if "loss" in h and h["stage"] == 2]
     assert all(np.isfinite(h["loss"]) for h in history)
+    vals = [h["val"] for h in last["history"] if "val" in h]
+    for key in ("anchor_oracle_gain", "anchor_diverse_spread", "anchor_hint_response"):
+        assert np.isfinite(vals[-1][key])  # anchor use is watched during training
 
     tc.steps = 6  # two more stage-2 steps: resume continues the counter, not from 0
     summary = train(tc, resume=True, progress=False)
@@ -180,3 +184,30 @@ def test_train_command_is_registered():
 
     res = CliRunner().invoke(app, ["train", "--help"])
     assert res.exit_code == 0 and "--resume" in res.output
+
+
+def test_chroma_transform_rotates_and_scales_or_is_identity():
+    from export.train.train import chroma_transform
+
+    torch.manual_seed(0)
+    off = chroma_transform(4, 0.0, (0.6, 1.6), torch.device("cpu"))
+    assert torch.allclose(off, torch.eye(2).expand(4, 2, 2))
+    on = chroma_transform(64, 1.0, (0.6, 1.6), torch.device("cpu"))
+    scale = torch.linalg.det(on).sqrt()  # rotation x scale: det = scale^2, columns orthogonal
+    assert ((scale > 0.59) & (scale < 1.61)).all() and scale.std() > 0.1
+    gram = on.transpose(1, 2) @ on
+    assert torch.allclose(gram, scale[:, None, None] ** 2 * torch.eye(2), atol=1e-5)
+    angles = torch.atan2(on[:, 1, 0], on[:, 0, 0])
+    assert angles.std() > 1.0  # rotations all round the ab plane, not a small jitter
+
+
+def test_superpixel_labels_follow_the_affinity_slots():
+    from export.train.anchor_metrics import superpixel_labels
+
+    aff = np.zeros((9, 32, 32), np.float32)
+    aff[4] = 1.0  # every pixel to its own cell
+    lab = superpixel_labels(aff)
+    assert lab[0, 0] == 0 and lab[0, 16] == 1 and lab[16, 0] == 2 and lab[31, 31] == 3
+    aff[4, 16:, 16:] = 0.0
+    aff[0, 16:, 16:] = 1.0  # the bottom-right cell's pixels go to the cell up-left of it
+    assert (superpixel_labels(aff)[16:, 16:] == 0).all()

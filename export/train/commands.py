@@ -54,6 +54,19 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT/last.pth.tar.")
     ] = False,
+    chroma_aug: Annotated[
+        float,
+        typer.Option(
+            help="Probability per image of rotating/rescaling the ab plane for the generator "
+            "branch (stage 2), so that it must follow its anchors."
+        ),
+    ] = 0.0,
+    random_hint: Annotated[
+        float, typer.Option(help="Fraction of stage-2 batches with random anchor sites.")
+    ] = 0.2,
+    init: Annotated[
+        Path | None, typer.Option(help="Fine-tune from this checkpoint's weights.")
+    ] = None,
     ship: Annotated[
         Path | None,
         typer.Option(help="Also write OUT/best.pth.tar without optimizer state to this path."),
@@ -93,6 +106,9 @@ def train(
         device=device,
         threads=threads,
         seed=seed,
+        chroma_aug=chroma_aug,
+        random_hint=random_hint,
+        init=str(init) if init else None,
     )
     summary = run_training(tc, resume=resume)
     if ship is not None and (out / "best.pth.tar").is_file():
@@ -124,10 +140,21 @@ def evaluate(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="torch device for the checkpoint.")] = "cpu",
+    anchor_metrics: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure anchor use: oracle-anchor gain, diverse spread, hint response."
+        ),
+    ] = True,
+    hints_per_image: Annotated[
+        int, typer.Option(min=1, help="Random single hints per photo (hint response).")
+    ] = 4,
 ) -> None:
     """Score colorization on colour photos: colorfulness (Hasler-Suesstrunk M3), ab PSNR (peak
     220) and mean CIEDE2000 against the originals, for the gray and constant-mean baselines and
-    the checkpoint. Only each photo's lightness is colorized."""
+    the checkpoint. Only each photo's lightness is colorized. With a checkpoint it also
+    measures whether the model follows its anchors (oracle-anchor gain, diverse spread, hint
+    response), through the service pipeline."""
     from export.train.evaluate import evaluate_folder
 
     if not data.exists():
@@ -141,6 +168,8 @@ def evaluate(
         constant_from=constant_from,
         out=out,
         device=device,
+        anchor_metrics=anchor_metrics,
+        hints_per_image=hints_per_image,
     )
     typer.echo(f"{len(result.images)} images from {data}")
     typer.echo(result.table())

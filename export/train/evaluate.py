@@ -29,6 +29,8 @@ class EvalResult:
     mean_ab: tuple[float, float] = (0.0, 0.0)
     mean_ab_source: str = ""
     ground_truth_colorfulness: float = 0.0
+    anchor_per_image: list[dict[str, Any]] = field(default_factory=list)
+    anchor_summary: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +40,8 @@ class EvalResult:
             "constant_ab": list(self.mean_ab),
             "constant_ab_source": self.mean_ab_source,
             "ground_truth_colorfulness": self.ground_truth_colorfulness,
+            "anchor_summary": self.anchor_summary,
+            "anchor_per_image": self.anchor_per_image,
         }
 
     def table(self) -> str:
@@ -51,6 +55,16 @@ class EvalResult:
                 f"| {name} | {s['colorfulness']:.1f} | {s['ab_psnr']:.2f} | {s['ciede2000']:.2f} |"
             )
         lines.append(f"| ground truth | {self.ground_truth_colorfulness:.1f} | - | - |")
+        if self.anchor_summary:
+            a = self.anchor_summary
+            lines += [
+                "",
+                "| anchor metric | value |",
+                "|---|---:|",
+                f"| oracle-anchor gain (dB, mean) | {a['oracle_gain']:+.2f} |",
+                f"| diverse spread (K=3, Lab units, mean) | {a['diverse_spread']:.2f} |",
+                f"| hint response (median) | {a['hint_response']:.2f} |",
+            ]
         return "\n".join(lines)
 
 
@@ -81,12 +95,16 @@ def evaluate_folder(
     constant_from: Path | None = None,
     out: Path | None = None,
     device: str = "cpu",
+    anchor_metrics: bool = True,
+    hints_per_image: int = 4,
 ) -> EvalResult:
     """Score the gray and constant-mean baselines, and `checkpoint` if given, on `data`.
 
     The constant colour is `constant_ab`, else the mean ab of the photos in `constant_from`
     (e.g. the training set), else the mean ab of the evaluated photos themselves (an oracle,
     i.e. optimistic for the baseline). `out` receives the predicted images and metrics.json.
+    With a checkpoint and `anchor_metrics`, also the oracle-anchor gain, diverse spread and hint
+    response (`export.train.anchor_metrics`; hint sites and colours from a fixed seed).
     """
     files, gts = read_folder(data)
     if constant_ab is not None:
@@ -105,6 +123,20 @@ def evaluate_folder(
     }
     if checkpoint is not None:
         methods[name] = colorize_images(checkpoint, files, gts, anchors, seed, device)
+        if anchor_metrics:
+            from export.torch_engine import TorchEngine
+            from export.train import anchor_metrics as am
+            from service.pipeline import seed_from_bytes
+
+            engine = TorchEngine.from_checkpoint(checkpoint, device)
+            rng = np.random.default_rng(2022)
+            for f, g in zip(files, gts, strict=True):
+                s = seed_from_bytes(f.read_bytes()) if seed is None else seed
+                row = am.image_scores(
+                    engine, g, seed=s, anchors=anchors, n_hints=hints_per_image, hint_rng=rng
+                )
+                result.anchor_per_image.append({"image": f.name, **row})
+            result.anchor_summary = am.summarize(result.anchor_per_image)
     for method, preds in methods.items():
         rows = [metrics.score(g, p) for g, p in zip(gts, preds, strict=True)]
         result.per_image[method] = rows

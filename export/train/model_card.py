@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -253,6 +254,56 @@ result, and the original.
 """
     path = dest / "MODEL_CARD.md"
     path.write_text(text)
+    return path
+
+
+def anchor_contact_sheet(
+    engine: Any, files: list[Path], gts: list[np.ndarray], path: Path, height: int = 160
+) -> Path:
+    """One row per photo: input | 3 diverse results | oracle-hinted result | ground truth.
+
+    The diverse results are `/colorize/diverse` with count=3; the hinted one gets the photo's
+    true colours at the automatic anchor tokens as hints (what a user who paints the right
+    colours gets). Shows at a glance whether the anchors steer the model.
+    """
+    from export.train.anchor_metrics import _full_ab, _region_mean, superpixel_labels
+    from service.hints import Hint
+    from service.pipeline import Job, Timer, encode_batch, run, seed_from_bytes
+
+    tiles = []
+    for f, gt in zip(files, gts, strict=True):
+        seed = seed_from_bytes(f.read_bytes())
+        job = Job(gt, seed=seed)
+        _, enc = encode_batch(engine, [job], Timer())
+        labels = superpixel_labels(enc.affinity[0])
+        auto = run(engine, [job])[0][0]
+
+        true_ab = _full_ab(cv2.resize(gt, labels.shape[::-1], interpolation=cv2.INTER_AREA))
+        hints = [
+            Hint(token=a.token, ab=tuple(float(v) for v in _region_mean(true_ab, labels, a.token)))
+            for a in auto.anchors
+        ]
+        hinted = run(engine, [Job(gt, seed=seed, hints=hints)])[0][0].image
+        diverse = [o.image for o in run(engine, [Job(gt, seed=seed, count=3)])[0]]
+        w = round(gt.shape[1] * height / gt.shape[0])
+        row = [gray_baseline(gt), *diverse, hinted, gt]
+        canvas = Image.new("RGB", (len(row) * (w + 4), height + 18), "white")
+        for i, im in enumerate(row):
+            canvas.paste(Image.fromarray(im).resize((w, height), Image.Resampling.LANCZOS),
+                         (i * (w + 4), 0))  # fmt: skip
+        ImageDraw.Draw(canvas).text(
+            (4, height + 3),
+            f"{f.stem}: input | diverse #1 | #2 | #3 | oracle hints | ground truth",
+            fill="black",
+        )
+        tiles.append(canvas)
+    width = max(t.width for t in tiles)
+    sheet = Image.new("RGB", (width, sum(t.height for t in tiles)), "white")
+    y = 0
+    for t in tiles:
+        sheet.paste(t, (0, y))
+        y += t.height
+    sheet.save(path, quality=85, optimize=True)
     return path
 
 

@@ -75,6 +75,14 @@ class TrainConfig:
     threads: int = 2
     log_every: int = 25
     max_minutes: float = 0.0  # stop (and save) after this much wall time; 0 = no limit
+    # Chroma augmentation of the generator branch (stage 2): with this probability per image the
+    # ab targets and the anchor colours of the hint path are rotated / rescaled in the ab plane,
+    # so colour cannot be read off L and only the anchors disambiguate. The colour modeler (pal)
+    # keeps the real colours, so the automatic result stays plausible.
+    chroma_aug: float = 0.0
+    sat_range: tuple[float, float] = (0.6, 1.6)
+    val_anchor_metrics: bool = True  # oracle gain / diverse spread / hint response at each val
+    init: str | None = None  # fine-tune from this checkpoint (weights only; step counter from 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -139,6 +147,20 @@ def inference_model(train_model: Disco, size: int = SERVE_SIZE) -> Disco:
 # ------------------------------------------------------------------------------------------------
 # The stage-2 step as a module (so DDP sees one forward)
 # ------------------------------------------------------------------------------------------------
+def chroma_transform(
+    n: int, p: float, sat_range: tuple[float, float], device: torch.device
+) -> torch.Tensor:
+    """Per-image 2x2 ab maps: with probability p a random rotation times a saturation scale,
+    else the identity (N, 2, 2)."""
+    theta = torch.rand(n, device=device) * 2 * math.pi
+    lo, hi = sat_range
+    scale = lo + (hi - lo) * torch.rand(n, device=device)
+    on = (torch.rand(n, device=device) < p).float()
+    theta, scale = theta * on, scale * on + (1 - on)
+    c, s_ = torch.cos(theta) * scale, torch.sin(theta) * scale
+    return torch.stack([torch.stack([c, -s_], -1), torch.stack([s_, c], -1)], -2)
+
+
 class ColorizationLoss(nn.Module):
     """Teacher-forced DISCO forward on a Lab batch -> the loss terms."""
 
@@ -167,6 +189,12 @@ class ColorizationLoss(nn.Module):
         tokens = pooled[:, :d]
         gt_tokens = pooled[:, d:].flatten(2).transpose(1, 2).detach()  # (N, L, 2) ab / 110
         labels = nearest_bins(gt_tokens, self.bin_ab)
+        hint_labels, ab_target = labels, ab
+        if self.model.training and self.tc.chroma_aug > 0:
+            rot = chroma_transform(n, self.tc.chroma_aug, self.tc.sat_range, lab.device)
+            ab_target = torch.einsum("nij,njhw->nihw", rot, ab).clamp(-1.0, 1.0)
+            aug_tokens = torch.einsum("nij,nlj->nli", rot, gt_tokens).clamp(-1.0, 1.0)
+            hint_labels = nearest_bins(aug_tokens, self.bin_ab)
         seq = tokens.flatten(2).transpose(1, 2)
         enc_out = m.wildpath(seq, pos)
         pal_logit = m.mid_word_prj(enc_out)
@@ -177,15 +205,15 @@ class ColorizationLoss(nn.Module):
             else:
                 clusters = kmeans(gt_tokens, init)
                 hint_mask, _ = pick_anchors(clusters, sizes, k)
-        dec_out = m.hintpath(m.hint_sequence(tokens, hint_mask, labels), pos)
+        dec_out = m.hintpath(m.hint_sequence(tokens, hint_mask, hint_labels), pos)
         ref_logit = m.trg_word_prj(dec_out)
         grid = dec_out.transpose(1, 2).reshape(n, d, h, w)
         full = sp_diffuse(grid, affinity, s)
         ab_pred = torch.tanh(m.enhanceNet(torch.cat([l_norm, full], 1)))
         l_pal = weighted_ce(pal_logit, labels, self.class_weights)
-        l_ref = weighted_ce(ref_logit, labels, self.class_weights)
-        l1 = (ab_pred - ab).abs().mean()
-        lap = laplacian_l1(ab_pred, ab)
+        l_ref = weighted_ce(ref_logit, hint_labels, self.class_weights)
+        l1 = (ab_pred - ab_target).abs().mean()
+        lap = laplacian_l1(ab_pred, ab_target)
         loss = l_pal + l_ref + self.tc.l1_weight * l1 + self.tc.lap_weight * lap
         with torch.no_grad():
             ce_pal = F.cross_entropy(pal_logit.flatten(0, 1), labels.flatten())
@@ -273,6 +301,22 @@ def validate(crit: ColorizationLoss, val_lab: torch.Tensor, k: int = 8) -> dict[
     return out
 
 
+def validate_anchors(model: Disco, photos: list[np.ndarray], size: int = SERVE_SIZE) -> dict:
+    """Anchor use on the validation photos (256 px crops): oracle gain, diverse spread, hint
+    response, through the serving pipeline, so that a generator that ignores its anchors shows
+    during training."""
+    from export.torch_engine import TorchEngine
+    from export.train import anchor_metrics as am
+
+    eng = TorchEngine(inference_model(model, size))
+    rng = np.random.default_rng(1234)
+    rows = [
+        am.image_scores(eng, tdata.center_crop_rgb(rgb, size), n_hints=2, hint_rng=rng)
+        for rgb in photos
+    ]
+    return am.summarize(rows)
+
+
 def write_samples(model: Disco, photos: list[np.ndarray], path: Path, size: int = SERVE_SIZE):
     """A strip per photo: gray input | k-means anchors (serving path) | ground truth."""
     from PIL import Image
@@ -346,6 +390,10 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True) -> dict[
         if "rng" in state:
             rng.bit_generator.state = state["rng"]
         log(f"resumed from {last} at step {step} (best val {best_loss:.4f})")
+    if state is None and tc.init:
+        init_ckpt = torch.load(tc.init, map_location="cpu", weights_only=True)
+        model.load_state_dict(init_ckpt["state_dict"])
+        log(f"fine-tuning from {tc.init}")
     total = tc.spix_steps + tc.steps
 
     val_lab = torch.from_numpy(tdata.center_batch(val_photos, SERVE_SIZE)).to(device)
@@ -467,6 +515,12 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True) -> dict[
             running, n_running, t_log = {}, 0, time.time()
         if stage == 2 and (step % tc.val_every == 0 or step == total):
             v = validate(crit, val_lab)
+            if is_main and tc.val_anchor_metrics:
+                v.update(
+                    {f"anchor_{k_}": x for k_, x in validate_anchors(model, val_photos).items()}
+                )
+                model.train()
+                model.segnet.eval()
             history.append({"step": step, "val": v})
             improved = v["loss"] < best_loss
             if improved:
