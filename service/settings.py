@@ -45,7 +45,7 @@ Environment variable = `DISCO_` + the field name in capitals (defaults in bracke
 * `DISCO_REDIS_CONNECT_TIMEOUT_S` [`2`], `DISCO_REDIS_SOCKET_TIMEOUT_S` [`5`]: Redis timeouts
   (fail fast with 503 rather than hang; blocking reads stay below the socket timeout)
 * `DISCO_WORKER_NAME` [`<host>-<pid>-<random>`]: a worker's consumer name, unique per worker
-* `DISCO_WORKER_HEALTH_TTL_S` [`3`]: TTL of a worker's health key, refreshed every third of it;
+* `DISCO_WORKER_HEALTH_TTL_S` [`2`]: TTL of a worker's health key, refreshed every third of it;
   once it expires (the worker died) a live worker claims its pending jobs at once
 * `DISCO_JOB_COMPLETION_WAIT_S` [`25`]: on SIGTERM, how long in-flight batches may take to
   finish (keep it below the pod's terminationGracePeriodSeconds)
@@ -126,7 +126,7 @@ class Settings(BaseSettings):
 
     # -- workers ----------------------------------------------------------------------------------
     worker_name: str | None = Field(None, min_length=1, max_length=200)
-    worker_health_ttl_s: float = Field(3.0, gt=0.0, le=3600.0)
+    worker_health_ttl_s: float = Field(2.0, gt=0.0, le=3600.0)
     job_completion_wait_s: float = Field(25.0, ge=0.0, le=3600.0)
     stream_maxlen: int = Field(10_000, ge=1, le=100_000_000)
 

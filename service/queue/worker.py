@@ -123,7 +123,7 @@ class Worker:
       their jobs. Also how long it retries storing results while the queue is unreachable.
     * `max_deliveries` (3): deliveries of one job before it is dead-lettered and fails.
     * `name`: the consumer name; must be unique among live workers (default host-pid-random).
-    * `health_ttl_s` (3): TTL of the health key, refreshed every third of it. Once a worker's
+    * `health_ttl_s` (2): TTL of the health key, refreshed every third of it. Once a worker's
       key expires (it died), the others claim its pending deliveries at once (`reclaim_dead`).
     * `job_completion_wait_s` (25): how long `close()` lets the in-flight batch finish.
     * `poll_block_ms` (500): longest single blocking read while idle (bounds shutdown latency).
@@ -143,7 +143,7 @@ class Worker:
         visibility_timeout_s: float = 10.0,
         max_deliveries: int = 3,
         name: str | None = None,
-        health_ttl_s: float = 3.0,
+        health_ttl_s: float = 2.0,
         job_completion_wait_s: float = 25.0,
         poll_block_ms: int = 500,
         reclaim_interval_s: float | None = None,
