@@ -62,3 +62,21 @@ class Engine(Protocol):
     ) -> np.ndarray:
         """Anchors (hint_mask (N, L) float32, hint_bins (N, L) int64) -> ab / 110 (N, 2, S, S)."""
         ...
+
+
+def generator_feeds(
+    l_norm: np.ndarray,
+    affinity: np.ndarray,
+    tokens: np.ndarray,
+    hint_mask: np.ndarray,
+    hint_bins: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The generator graph's inputs, contiguous and in the dtypes the exported graph declares:
+    one definition for every engine that feeds `generator.onnx`."""
+    return {
+        "l_norm": np.ascontiguousarray(l_norm, np.float32),
+        "affinity": np.ascontiguousarray(affinity, np.float32),
+        "tokens": np.ascontiguousarray(tokens, np.float32),
+        "hint_mask": np.ascontiguousarray(hint_mask, np.float32),
+        "hint_bins": np.ascontiguousarray(hint_bins, np.int64),
+    }

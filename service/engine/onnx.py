@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Encoded
+from .base import Encoded, generator_feeds
 from .ort_providers import provider_config
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -129,13 +129,7 @@ class OnnxEngine:
         hint_mask: np.ndarray,
         hint_bins: np.ndarray,
     ) -> np.ndarray:
-        feeds = {
-            "l_norm": np.ascontiguousarray(l_norm, np.float32),
-            "affinity": np.ascontiguousarray(affinity, np.float32),
-            "tokens": np.ascontiguousarray(tokens, np.float32),
-            "hint_mask": np.ascontiguousarray(hint_mask, np.float32),
-            "hint_bins": np.ascontiguousarray(hint_bins, np.int64),
-        }
+        feeds = generator_feeds(l_norm, affinity, tokens, hint_mask, hint_bins)
         (ab,) = self.generator.run(None, feeds)
         return ab
 
