@@ -107,6 +107,8 @@ def test_smoke_run_checkpoint_and_resume(tmp_path: Path):
         ckpt_every_s=1e9,
         threads=1,  # robust on a shared 2-core machine (2 threads stall under contention)
         chroma_aug=0.5,
+        anchor_weight=1.0,
+        hint_lr_mult=5.0,
     )
     summary = train(tc, progress=False)
     run = tmp_path / "run"
@@ -199,6 +201,32 @@ def test_chroma_transform_rotates_and_scales_or_is_identity():
     assert torch.allclose(gram, scale[:, None, None] ** 2 * torch.eye(2), atol=1e-5)
     angles = torch.atan2(on[:, 1, 0], on[:, 0, 0])
     assert angles.std() > 1.0  # rotations all round the ab plane, not a small jitter
+
+
+def test_anchor_consistency_is_zero_only_where_the_anchors_are_painted():
+    """The superpixel mean of the prediction at each anchor vs the anchor's bin colour."""
+    from export.model.disco import Disco, DiscoConfig
+    from export.train.train import ColorizationLoss, TrainConfig
+
+    bins = torch.from_numpy(np.load(ROOT / "service" / "data" / "gamut_pts.npy").astype(np.float32))
+    model = Disco(DiscoConfig(**{**TINY, "img_size": 64}))
+    crit = ColorizationLoss(model, torch.ones(313), bins, TrainConfig(data="", out=""))
+    s = model.cfg.sp_size
+    # Hard affinity: every pixel belongs to its own cell (slot 4 = the centre of the 3x3).
+    affinity = torch.zeros(1, 9, 64, 64)
+    affinity[:, 4] = 1.0
+    labels = torch.randint(0, 313, (1, 16), generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(1, 16)
+    mask[0, [0, 5, 10]] = 1.0
+    cell_ab = (bins[labels[0]] / 110.0).T.reshape(1, 2, 4, 4)
+    painted = cell_ab.repeat_interleave(s, 2).repeat_interleave(s, 3)
+    assert crit.anchor_consistency(painted, affinity, mask, labels) < 1e-6
+    off = painted.clone()
+    off[:, :, s : 2 * s, s : 2 * s] += 0.2  # the anchor at token 5 is 0.2 off in a and b
+    assert abs(float(crit.anchor_consistency(off, affinity, mask, labels)) - 0.2 / 3) < 1e-5
+    other = painted.clone()
+    other[:, :, :s, s : 2 * s] += 0.2  # token 1: no anchor there, no loss
+    assert crit.anchor_consistency(other, affinity, mask, labels) < 1e-6
 
 
 def test_superpixel_labels_follow_the_affinity_slots():

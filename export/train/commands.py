@@ -64,6 +64,15 @@ def train(
     random_hint: Annotated[
         float, typer.Option(help="Fraction of stage-2 batches with random anchor sites.")
     ] = 0.2,
+    anchor_weight: Annotated[
+        float,
+        typer.Option(
+            help="Weight of the anchor-consistency L1 (superpixel mean ab vs the anchor colour)."
+        ),
+    ] = 0.0,
+    hint_lr_mult: Annotated[
+        float, typer.Option(help="Learning-rate multiplier of the hint embedding.")
+    ] = 1.0,
     init: Annotated[
         Path | None, typer.Option(help="Fine-tune from this checkpoint's weights.")
     ] = None,
@@ -108,6 +117,8 @@ def train(
         seed=seed,
         chroma_aug=chroma_aug,
         random_hint=random_hint,
+        anchor_weight=anchor_weight,
+        hint_lr_mult=hint_lr_mult,
         init=str(init) if init else None,
     )
     summary = run_training(tc, resume=resume)

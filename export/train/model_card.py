@@ -7,8 +7,9 @@
    writes DEST/disco-demo.pth.tar (official format, <= 25 MB), then reloads it strictly;
 2. scores it with `disco eval` against the gray and constant-mean baselines on the held-out
    photos (the constant is the training set's mean ab), predictions under RUN/eval;
-3. writes DEST/contact_sheet.jpg (gray input | demo model | ground truth per held-out photo) and
-   DEST/MODEL_CARD.md (data, training, metrics, limits).
+3. writes DEST/contact_sheet.jpg (gray input | demo model | ground truth per held-out photo),
+   DEST/anchor_sheet.jpg (input | 3 diverse results | oracle-hinted | ground truth) and
+   DEST/MODEL_CARD.md (data, training, metrics, anchor metrics, limits).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from export.model.checkpoint import load_checkpoint
+from export.torch_engine import TorchEngine
 from export.train.evaluate import EvalResult, evaluate_folder, read_folder
 from export.train.train import ship_checkpoint
 from service.metrics import gray_baseline
@@ -105,6 +107,31 @@ def _manifest_table(manifest: dict[str, Any]) -> str:
     c = manifest["counts"]
     lines.append(f"| **total** | | **{c['train']}** | **{c['val']}** | **{c['heldout']}** |")
     return "\n".join(lines)
+
+
+def _anchor_training(tc: dict[str, Any]) -> str:
+    """The card's lines on what made the generator follow its anchors (empty if not used)."""
+    lines = []
+    if tc.get("init"):
+        lines.append(f"Fine-tuned from `{tc['init']}` (the earlier demo weights).")
+    if tc.get("chroma_aug"):
+        lo, hi = tc.get("sat_range", (0.6, 1.6))
+        lines.append(
+            f"Chroma augmentation for the generator branch: for {100 * tc['chroma_aug']:.0f}% "
+            f"of the images the ab targets and the anchor colours are rotated by a random angle "
+            f"and scaled by {lo}..{hi} (the colour modeler keeps the true colours), so colour "
+            "cannot be read off L and only the anchors tell the generator what to paint."
+        )
+    if tc.get("anchor_weight"):
+        lines.append(
+            f"Anchor consistency: + {tc['anchor_weight']} * L1 between the mean predicted ab "
+            "over each anchor's superpixel and the anchor's colour."
+        )
+    if tc.get("hint_lr_mult", 1.0) != 1.0:
+        lines.append(
+            f"The hint embedding (`trg_word_emb`) learns at {tc['hint_lr_mult']}x the rate."
+        )
+    return "".join(f"\n* {line}" for line in lines)
 
 
 def write_card(
@@ -207,7 +234,7 @@ Held-out photos: {heldout}.
   linear decay, grad-norm clip {tc.get("clip")}, batch {tc.get("batch")} x {tc.get("crop")} px
   random crops ({int(100 * tc.get("big_fraction", 0))}% of the steps: batch
   {tc.get("big_batch")} x {tc.get("big_crop")} px, the serving token grid), random rescale and
-  horizontal flips.
+  horizontal flips.{_anchor_training(tc)}
 * Ran {facts["steps_done"]} steps in total (both stages) in about
   {facts["train_minutes"]:.0f} minutes of wall time on the 2-core CPU, shared with other jobs
   (2 torch threads, then 1);
@@ -234,6 +261,19 @@ Per photo, CIEDE2000 (lower is better):
 
 `contact_sheet.jpg`: per held-out photo, the input (its lightness only), the demo model's
 result, and the original.
+
+### Does it use its anchors?
+
+The anchor metrics above: **oracle-anchor gain** is the ab-PSNR of the result when the hints are
+the photo's true colours at the automatic anchor tokens, minus that of the automatic result;
+**diverse spread** is the smallest pairwise mean |d ab| (Lab units, full resolution) among the
+three results of `/colorize/diverse` (count=3); **hint response** is, for random single hints,
+the fraction of the way the hinted superpixel's mean ab moves toward the hint colour (median).
+
+![anchor contact sheet](anchor_sheet.jpg)
+
+`anchor_sheet.jpg`: per held-out photo, the input, the three diverse results (count=3), the
+result with the true colours as hints at the automatic anchors, and the original.
 
 ## Limits
 
@@ -336,6 +376,9 @@ def main(argv: list[str] | None = None) -> None:
     files, gts = read_folder(args.photos / "heldout")
     preds = [np.asarray(Image.open(args.run / "eval" / "method2" / f"{f.stem}.png")) for f in files]
     contact_sheet(files, gts, preds, result.per_image[name], dest / "contact_sheet.jpg")
+    anchor_contact_sheet(
+        TorchEngine(load_checkpoint(ckpt_path)), files, gts, dest / "anchor_sheet.jpg"
+    )
 
     facts = _training_facts(args.run)
     facts["command"] = args.command or (

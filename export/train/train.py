@@ -81,6 +81,12 @@ class TrainConfig:
     # keeps the real colours, so the automatic result stays plausible.
     chroma_aug: float = 0.0
     sat_range: tuple[float, float] = (0.6, 1.6)
+    # Anchor consistency: L1 between the mean predicted ab over each anchor's superpixel and the
+    # colour the anchor asked for (its bin centre), so the output at an anchor must follow it.
+    anchor_weight: float = 0.0
+    # Learning-rate multiplier of the hint embedding (trg_word_emb): its colour columns start
+    # out tiny next to the token features, and a model trained without chroma_aug ignores them.
+    hint_lr_mult: float = 1.0
     val_anchor_metrics: bool = True  # oracle gain / diverse spread / hint response at each val
     init: str | None = None  # fine-tune from this checkpoint (weights only; step counter from 0)
 
@@ -215,6 +221,9 @@ class ColorizationLoss(nn.Module):
         l1 = (ab_pred - ab_target).abs().mean()
         lap = laplacian_l1(ab_pred, ab_target)
         loss = l_pal + l_ref + self.tc.l1_weight * l1 + self.tc.lap_weight * lap
+        l_anchor = self.anchor_consistency(ab_pred, affinity, hint_mask, hint_labels)
+        if self.tc.anchor_weight > 0:
+            loss = loss + self.tc.anchor_weight * l_anchor
         with torch.no_grad():
             ce_pal = F.cross_entropy(pal_logit.flatten(0, 1), labels.flatten())
             acc = (pal_logit.argmax(-1) == labels).float().mean()
@@ -224,9 +233,24 @@ class ColorizationLoss(nn.Module):
             "ref": l_ref.detach(),
             "l1": l1.detach(),
             "lap": lap.detach(),
+            "anchor": l_anchor.detach(),
             "ce_pal": ce_pal,
             "acc_pal": acc,
         }
+
+    def anchor_consistency(
+        self,
+        ab_pred: torch.Tensor,
+        affinity: torch.Tensor,
+        hint_mask: torch.Tensor,
+        hint_labels: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean |superpixel mean of ab_pred - the anchor's bin colour| over the anchors (ab/110)."""
+        pooled, _ = sp_pool(ab_pred, affinity, self.model.cfg.sp_size)
+        pred = pooled.flatten(2).transpose(1, 2)  # (N, L, 2)
+        want = self.bin_ab[hint_labels] / 110.0
+        on = (hint_mask > 0).to(pred.dtype)[..., None]
+        return ((pred - want).abs() * on).sum() / (2 * on.sum()).clamp_min(1.0)
 
 
 class SpixelLoss(nn.Module):
@@ -414,8 +438,12 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True) -> dict[
             for p in model.segnet.parameters():
                 p.requires_grad_(False)
             module = crit
-            params = [p for p in model.parameters() if p.requires_grad]
-            opt = torch.optim.Adam(params, lr=tc.lr)
+            hint_emb = list(model.trg_word_emb.parameters())
+            hint_ids = {id(p) for p in hint_emb}
+            rest = [p for p in model.parameters() if p.requires_grad and id(p) not in hint_ids]
+            opt = torch.optim.Adam(
+                [{"params": rest}, {"params": hint_emb, "lr": tc.lr * tc.hint_lr_mult}], lr=tc.lr
+            )
             sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tc.steps, tc.lr_final))
         if world > 1:
             if device.type == "cuda":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -59,14 +60,14 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def live_server(tiny_repo) -> Iterator[str]:
-    """The API with its UI, embedded mode (memory queue, in-process worker, tiny ONNX model),
-    served by uvicorn on a free 127.0.0.1 port in a background thread."""
+@contextlib.contextmanager
+def serve_ui(model_dir: Path) -> Iterator[str]:
+    """The API with its UI, embedded mode (memory queue, in-process worker, ONNX model in
+    `model_dir`), served by uvicorn on a free 127.0.0.1 port in a background thread."""
     import httpx
     import uvicorn
 
-    settings = Settings(queue_url="memory://", model_dir=tiny_repo, threads=2, max_wait_ms=5)
+    settings = Settings(queue_url="memory://", model_dir=model_dir, threads=2, max_wait_ms=5)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -91,3 +92,19 @@ def live_server(tiny_repo) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+@pytest.fixture(scope="module")
+def live_server(tiny_repo) -> Iterator[str]:
+    """The UI on the tiny test model (random but deterministic colours: fast)."""
+    with serve_ui(tiny_repo) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def bundled_server() -> Iterator[str]:
+    """The UI on the bundled demo model, as `disco serve` runs it with no flags."""
+    from service.settings import BUNDLED_MODEL_DIR
+
+    with serve_ui(BUNDLED_MODEL_DIR) as url:
+        yield url
