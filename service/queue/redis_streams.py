@@ -793,7 +793,9 @@ def _online_replicas(info: dict[str, Any]) -> int:
     return sum(
         1
         for key, value in info.items()
-        if key.startswith("slave") and key[5:].isdigit() and isinstance(value, dict)
+        if key.startswith("slave")
+        and key[5:].isdigit()
+        and isinstance(value, dict)
         and value.get("state") == "online"
     )
 
