@@ -301,16 +301,23 @@ class RedisStreamsQueue:
             if replicas:  # same round trip: WAIT covers every write above on this connection
                 pipe.execute_command("WAIT", replicas, self.wait_timeout_ms)
             try:
-                created, (outcome, value), *acked = await pipe.execute()
-            except QueueUnavailable:
-                raise
+                replies = await pipe.execute(raise_on_error=False)
             except UNAVAILABLE_ERRORS:
                 self._replicas = None  # a failover may change the topology: look again
                 raise
+        for reply in replies[:2]:  # the SET and the script must have worked
+            if isinstance(reply, Exception):
+                raise reply
+        created, (outcome, value) = replies[0], replies[1]
         outcome, value = _s(outcome), _s(value)
         if outcome == "ok":
-            if replicas and int(acked[0]) < replicas:
-                self._count_unreplicated(job.id, int(acked[0]), replicas)
+            if replicas:
+                acked = replies[2]
+                if isinstance(acked, Exception):  # e.g. an ACL without WAIT: the job stands
+                    log.warning("WAIT after enqueue failed: %s", acked)
+                    acked = 0
+                if int(acked) < replicas:
+                    self._count_unreplicated(job.id, int(acked), replicas)
             return stored
         if created:
             await self.client.delete(payload_key)
@@ -333,8 +340,13 @@ class RedisStreamsQueue:
         async with self._replicas_lock:  # one INFO for all the requests that find it stale
             cached = self._replicas
             if cached is None or now - cached[0] >= REPLICA_CHECK_S:
-                info = await self.client.info("replication")
-                self._replicas = cached = (time.monotonic(), min(1, _online_replicas(info)))
+                try:
+                    online = _online_replicas(await self.client.info("replication"))
+                except redis_errors.ResponseError as exc:  # e.g. an ACL user without INFO
+                    if self._replicas is None:
+                        log.warning("INFO replication refused (%s): not waiting for replicas", exc)
+                    online = 0
+                self._replicas = cached = (time.monotonic(), min(1, online))
         return cached[1]
 
     def _count_unreplicated(self, job_id: str, acked: int, wanted: int) -> None:

@@ -201,3 +201,38 @@ def test_a_demoted_master_answers_queue_unavailable(pair):
             await on_primary.close()
 
     asyncio.run(main())
+
+
+def test_auto_wait_without_permission_for_info_or_wait(redis_url, caplog):
+    """An ACL user limited to what the queue needs may lack INFO and WAIT: jobs still go in."""
+    import redis
+
+    user, pw = "disco-limited", "limited-pw-0123456789"
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser(
+        user, enabled=True, passwords=[f"+{pw}"], keys=["*"], channels=["*"],
+        commands=["+@all", "-info", "-wait"],
+    )  # fmt: skip
+    url = redis_url.replace("redis://", f"redis://{user}:{pw}@")
+
+    async def main() -> None:
+        auto, forced = _queue(url, "auto"), _queue(url, "1")
+        try:
+            with caplog.at_level(logging.WARNING, "disco.queue"):
+                job = await auto.enqueue(JobDef.create("colorize", b"png"))
+                assert await auto._replicas_to_wait() == 0 and auto.unreplicated_jobs == 0
+                job2, took = await _timed_enqueue(forced)  # WAIT refused: no timeout to sit out
+            assert took < WAIT_MS / 1000 * 0.9 and forced.unreplicated_jobs == 1
+            assert "INFO replication refused" in caplog.text
+            assert "WAIT after enqueue failed" in caplog.text
+            for q, j in ((auto, job), (forced, job2)):
+                assert (await q.info(j.id)).status is JobStatus.QUEUED
+        finally:
+            await auto.close()
+            await forced.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        admin.acl_deluser(user)
+        admin.close()
