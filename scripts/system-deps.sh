@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite drives for real, when they are missing:
-#   redis-server (queue tests), chromium + fonts (browser tests), prometheus (promtool checks).
+#   redis-server (queue tests), redis-sentinel (the failover test), chromium + fonts (browser
+#   tests), prometheus (promtool checks).
 # Idempotent and quick when everything is there; needs root or sudo and apt-get otherwise.
 # Tests that need a missing tool skip with a clear reason, so this is best-effort off Debian.
 set -uo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
@@ -26,7 +28,10 @@ for pkg in "${need[@]}"; do
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" \
     >/dev/null 2>&1 || echo "system-deps: could not install $pkg (its tests will skip)" >&2
 done
-# Debian starts a prometheus daemon on install; the tests only need promtool.
-if command -v systemctl >/dev/null 2>&1; then $sudo systemctl stop prometheus >/dev/null 2>&1 || true; fi
+# Debian starts prometheus and redis-sentinel daemons on install; the tests only need the
+# binaries (the failover test starts its own sentinels on free ports).
+if command -v systemctl >/dev/null 2>&1; then
+  $sudo systemctl stop prometheus redis-sentinel >/dev/null 2>&1 || true
+fi
 pkill -x prometheus >/dev/null 2>&1 || true
 exit 0

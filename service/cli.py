@@ -283,7 +283,10 @@ def serve(
     ] = None,
     queue: Annotated[
         str | None,
-        typer.Option(help="memory:// (embedded worker) or redis://HOST:PORT/DB [DISCO_QUEUE_URL]."),
+        typer.Option(
+            help="memory:// (embedded worker), redis://HOST:PORT/DB or "
+            "redis+sentinel://S1,S2,S3/SERVICE/DB [DISCO_QUEUE_URL]."
+        ),
     ] = None,
     engine: Annotated[
         ServeEngine | None, typer.Option(help="Embedded engine [DISCO_ENGINE].")
@@ -334,7 +337,10 @@ def serve(
 @app.command()
 def worker(
     queue: Annotated[
-        str | None, typer.Option(help="redis://HOST:PORT/DB [DISCO_QUEUE_URL].")
+        str | None,
+        typer.Option(
+            help="redis://HOST:PORT/DB or redis+sentinel://S1,S2,S3/SERVICE/DB [DISCO_QUEUE_URL]."
+        ),
     ] = None,
     model: Annotated[
         Path | None, typer.Option(help="Model repository [DISCO_MODEL_DIR, bundled demo].")

@@ -49,6 +49,22 @@ class _WorkerStatsCollector(Collector):
         yield alive
 
 
+class _QueueStatsCollector(Collector):
+    """Counters the queue object keeps itself (Redis: accepted jobs no replica acknowledged)."""
+
+    def __init__(self) -> None:
+        self.queues: list[object] = []
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "disco_jobs_unreplicated",
+            "Jobs accepted although no replica acknowledged them within the WAIT timeout "
+            "(a failover before they replicate would lose them).",
+        )
+        family.add_metric([], sum(getattr(q, "unreplicated_jobs", 0) for q in self.queues))
+        yield family
+
+
 class Monitor:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
@@ -89,6 +105,8 @@ class Monitor:
         self.ready = Gauge("disco_ready", "1 when /readyz passes.", registry=r)
         self._workers = _WorkerStatsCollector()
         r.register(self._workers)
+        self._queues = _QueueStatsCollector()
+        r.register(self._queues)
 
     # -- hooks --------------------------------------------------------------------------------
     def observe_stage(self, stage: str, seconds: float) -> None:
@@ -101,6 +119,9 @@ class Monitor:
 
     def watch_worker(self, worker: Worker) -> None:
         self._workers.workers.append(worker)
+
+    def watch_queue(self, queue: object) -> None:
+        self._queues.queues.append(queue)
 
     def set_model(self, info: dict[str, str]) -> None:
         self.model_info.labels(

@@ -11,7 +11,9 @@ variables > defaults. Empty environment variables count as unset.
 Environment variable = `DISCO_` + the field name in capitals (defaults in brackets):
 
 * `DISCO_QUEUE_URL` [`memory://`]: `memory://` (in-process queue, the API runs the worker),
-  `redis://HOST:PORT/DB` or `rediss://HOST:PORT/DB` (TLS): the queue shared with `disco worker`s
+  `redis://HOST:PORT/DB` or `rediss://HOST:PORT/DB` (TLS): the queue shared with `disco worker`s;
+  `redis+sentinel://S1:26379,S2:26379,S3:26379/SERVICE/DB` (or `rediss+sentinel://`): the same,
+  on the master that Redis Sentinel names for SERVICE (followed across failovers)
 * `DISCO_MODEL_DIR` [the bundled `disco-demo` repository, `service/data/models/disco-demo`]: where
   the engine finds its model files (a repository from `disco export`)
 * `DISCO_HOST`, `DISCO_PORT` [`127.0.0.1`, `8000`]: HTTP bind address
@@ -42,6 +44,12 @@ Environment variable = `DISCO_` + the field name in capitals (defaults in bracke
 * `DISCO_REDIS_PASSWORD` [unset]: Redis AUTH password (a password in the URL wins)
 * `DISCO_REDIS_TLS` [`false`]: TLS even for a `redis://` URL (`rediss://` implies it);
   `DISCO_REDIS_TLS_CA_FILE` [unset]: the CA bundle that signed the server certificate
+* `DISCO_REDIS_SENTINEL_PASSWORD` [unset]: AUTH password of the sentinels themselves
+* `DISCO_REDIS_WAIT_REPLICAS` [`auto`]: after adding a job, `WAIT` for this many replicas to have
+  it before answering 202 (`0` = never wait; `auto` = 1 when the master reports a connected
+  replica, checked every few seconds, else 0), at most `DISCO_REDIS_WAIT_TIMEOUT_MS` [`100`];
+  a job no replica acknowledged in time is still accepted, logged and counted
+  (`disco_jobs_unreplicated_total`): it is lost only if the master dies before replicating it
 * `DISCO_REDIS_CONNECT_TIMEOUT_S` [`2`], `DISCO_REDIS_SOCKET_TIMEOUT_S` [`5`]: Redis timeouts
   (fail fast with 503 rather than hang; blocking reads stay below the socket timeout)
 * `DISCO_WORKER_NAME` [`<host>-<pid>-<random>`]: a worker's consumer name, unique per worker
@@ -76,7 +84,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-QUEUE_SCHEMES = ("memory", "redis", "rediss")
+QUEUE_SCHEMES = ("memory", "redis", "rediss", "redis+sentinel", "rediss+sentinel")
 
 # The bundled demo model, exported by `disco export` and shipped as package data, so that a
 # read-only install with no flags serves a model that colorizes (`make bundled-model` refreshes it).
@@ -121,6 +129,9 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = None
     redis_tls: bool = False
     redis_tls_ca_file: Path | None = None
+    redis_sentinel_password: SecretStr | None = None
+    redis_wait_replicas: str = Field("auto", pattern=r"^(auto|[0-9])$")
+    redis_wait_timeout_ms: int = Field(100, ge=1, le=60_000)
     redis_connect_timeout_s: float = Field(2.0, gt=0.0, le=60.0)
     redis_socket_timeout_s: float = Field(5.0, gt=0.0, le=300.0)
 
@@ -145,8 +156,13 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme.lower()
         if scheme not in QUEUE_SCHEMES:
             raise ValueError(
-                f"queue_url must start with memory://, redis:// or rediss://, got {value!r}"
+                "queue_url must start with memory://, redis://, rediss:// or redis+sentinel://, "
+                f"got {value!r}"
             )
+        if scheme.endswith("+sentinel"):
+            from service.queue.sentinel import parse_sentinel_url
+
+            parse_sentinel_url(value)  # a ValueError names what is wrong
         return value
 
     @field_validator("redis_tls_ca_file")
@@ -201,6 +217,12 @@ class Settings(BaseSettings):
     def queue_backend(self) -> Literal["memory", "redis"]:
         """`memory`: in-process queue, the API runs the worker itself; `redis`: shared queue."""
         return "memory" if urlsplit(self.queue_url).scheme.lower() == "memory" else "redis"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def wait_replicas(self) -> int | None:
+        """Replicas to WAIT for after an enqueue; None = `auto` (1 if the master has one)."""
+        return None if self.redis_wait_replicas == "auto" else int(self.redis_wait_replicas)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -38,6 +38,7 @@ class Runtime:
     async def start(self, engine: Engine | None = None) -> None:
         s = self.settings
         self.queue = open_queue(s.queue_url, s)
+        self.monitor.watch_queue(self.queue)
         if not self.embedded:
             return  # workers run elsewhere; readiness checks that one is alive
         try:

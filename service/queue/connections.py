@@ -1,4 +1,5 @@
-"""Opening a queue from its URL: `memory://`, `redis://HOST:PORT/DB` or `rediss://...` (TLS).
+"""Opening a queue from its URL: `memory://`, `redis://HOST:PORT/DB`, `rediss://...` (TLS) or
+`redis+sentinel://S1:26379,S2:26379,S3:26379/SERVICE/DB` (Redis Sentinel, see `sentinel.py`).
 
     queue = open_queue(settings.queue_url, settings)   # in the lifespan / worker main
     ...
@@ -6,7 +7,7 @@
 
 The Redis client fails fast when Redis is down (short connect timeout, one quick retry), so the
 API answers 503 instead of hanging; it reconnects by itself on the next command once Redis is
-back, so nothing needs recreating.
+back (with Sentinel: on the new master after a failover), so nothing needs recreating.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .base import Queue
 from .memory import MemoryQueue
+from .sentinel import SENTINEL_SCHEMES, sentinel_client
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -23,16 +25,11 @@ if TYPE_CHECKING:
     from service.settings import Settings
 
 
-def redis_client(url: str, settings: Settings) -> aioredis.Redis:
-    """A redis-py asyncio client for `url`, with the password/TLS/timeout settings applied."""
-    import redis.asyncio as aioredis
+def _connection_kwargs(settings: Settings) -> dict[str, Any]:
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
 
-    parts = urlsplit(url)
-    if settings.redis_tls and parts.scheme == "redis":
-        url = urlunsplit(parts._replace(scheme="rediss"))
-    kwargs: dict[str, Any] = {
+    return {
         "socket_connect_timeout": settings.redis_connect_timeout_s,
         "socket_timeout": settings.redis_socket_timeout_s,
         "socket_keepalive": True,
@@ -42,10 +39,32 @@ def redis_client(url: str, settings: Settings) -> aioredis.Redis:
         "decode_responses": False,  # payloads and outputs are raw bytes
         "client_name": "disco",
     }
-    if settings.redis_password is not None and not parts.password:
-        kwargs["password"] = settings.redis_password.get_secret_value()
-    if urlsplit(url).scheme == "rediss" and settings.redis_tls_ca_file is not None:
-        kwargs["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+
+
+def redis_client(url: str, settings: Settings) -> aioredis.Redis:
+    """A redis-py asyncio client for `url`, with the password/TLS/timeout settings applied."""
+    import redis.asyncio as aioredis
+
+    parts = urlsplit(url)
+    kwargs = _connection_kwargs(settings)
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    ca_file = str(settings.redis_tls_ca_file) if settings.redis_tls_ca_file else None
+    if parts.scheme.lower() in SENTINEL_SCHEMES:
+        sentinel_pw = settings.redis_sentinel_password
+        return sentinel_client(
+            url,
+            kwargs,
+            password=password,
+            sentinel_password=sentinel_pw.get_secret_value() if sentinel_pw else None,
+            tls=settings.redis_tls,
+            ca_file=ca_file,
+        )
+    if settings.redis_tls and parts.scheme == "redis":
+        url = urlunsplit(parts._replace(scheme="rediss"))
+    if password is not None and not parts.password:
+        kwargs["password"] = password
+    if urlsplit(url).scheme == "rediss" and ca_file is not None:
+        kwargs["ssl_ca_certs"] = ca_file
     return aioredis.Redis.from_url(url, **kwargs)
 
 
@@ -61,8 +80,15 @@ def open_queue(url: str, settings: Settings) -> Queue:
     }
     if scheme == "memory":
         return MemoryQueue(**common)
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", *SENTINEL_SCHEMES):
         from .redis_streams import RedisStreamsQueue
 
-        return RedisStreamsQueue(redis_client(url, settings), **common)
-    raise ValueError(f"unsupported queue URL {url!r}: use memory://, redis:// or rediss://")
+        return RedisStreamsQueue(
+            redis_client(url, settings),
+            wait_replicas=settings.wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+            **common,
+        )
+    raise ValueError(
+        f"unsupported queue URL {url!r}: use memory://, redis://, rediss:// or redis+sentinel://"
+    )

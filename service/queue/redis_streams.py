@@ -18,6 +18,15 @@ Layout (names in `constants.py`; every key but the stream has a TTL):
 * `disco:worker:<name>` (string, TTL) + `disco:worker-index` (sorted set): live workers.
 * `disco:done` (pub/sub channel): the id of every job that reaches a final state.
 
+Durability across a failover (Sentinel): replication is asynchronous, so a job the master
+acknowledged may not have reached a replica when the master dies. `enqueue` therefore sends
+`WAIT <n> <timeout>` in the same round trip as the XADD (n = `wait_replicas`; None = `auto`: 1
+when INFO replication reports an online replica, re-read every `REPLICA_CHECK_S`), so a 202
+means "on a replica too". When no replica acknowledges in time the job is still accepted (the
+master has it; refusing would turn a slow replica into an outage), logged and counted in
+`unreplicated_jobs`: only such a job can be lost, and only if the master dies before it
+replicates.
+
 Completion notification is pub/sub, not a per-job list + BLPOP: each API process holds ONE
 subscriber connection and fans messages out to local `asyncio.Event`s, so a thousand waiting
 requests cost one connection instead of a thousand blocked ones, and several waiters on the same
@@ -33,6 +42,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
@@ -74,6 +84,9 @@ DEAD_CONSUMER_FORGET_MS = (
     10 * 60 * 1000
 )  # a healthless consumer idle this long with nothing pending
 
+REPLICA_CHECK_S = 5.0  # `auto` WAIT: how long a connected-replica count from INFO is trusted
+UNREPLICATED_LOG_EVERY_S = 10.0
+
 log = logging.getLogger("disco.queue")
 
 P = ParamSpec("P")
@@ -89,6 +102,10 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
 )
+# Error replies a server sends while it changes role or cannot serve yet (a failover in
+# progress): a blocked XREADGROUP on a demoted master gets UNBLOCKED, a replica whose master
+# is down MASTERDOWN, min-replicas-to-write NOREPLICAS. They mean "retry soon", like a refusal.
+FAILOVER_REPLY = re.compile(r"\b(UNBLOCKED|MASTERDOWN|NOREPLICAS|LOADING|READONLY)\b")
 
 
 @contextlib.contextmanager
@@ -99,6 +116,10 @@ def _unavailable_as_queue_error() -> Iterator[None]:
         raise
     except UNAVAILABLE_ERRORS as exc:
         raise QueueUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}") from exc
+    except redis_errors.ResponseError as exc:
+        if FAILOVER_REPLY.search(str(exc)):
+            raise QueueUnavailable(f"redis is failing over: {exc}") from exc
+        raise
 
 
 def _translate_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -213,6 +234,8 @@ class RedisStreamsQueue:
         retry_after_s: int = 1,
         dead_letter_maxlen: int = 10_000,
         subscribe_timeout_s: float = 5.0,
+        wait_replicas: int | None = None,
+        wait_timeout_ms: int = 100,
     ) -> None:
         self.client = client
         self.max_backlog = max_backlog
@@ -221,6 +244,16 @@ class RedisStreamsQueue:
         self.retry_after_s = retry_after_s
         self.dead_letter_maxlen = dead_letter_maxlen
         self.subscribe_timeout_s = subscribe_timeout_s
+        if wait_replicas is not None and wait_replicas < 0:
+            raise ValueError("wait_replicas must be >= 0 or None (auto)")
+        if wait_timeout_ms < 1:
+            raise ValueError("wait_timeout_ms must be >= 1 (WAIT 0 would block forever)")
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.unreplicated_jobs = 0  # accepted jobs no replica acknowledged within the timeout
+        self._replicas: tuple[float, int] | None = None  # auto: (checked at, replicas to wait)
+        self._replicas_lock = asyncio.Lock()
+        self._unreplicated_logged = (0.0, 0)  # (when, count then): rate-limits the warning
         self._ttl_ms = round(result_ttl_s * 1000)
         self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
         self._listener = _CompletionListener(client)
@@ -259,14 +292,32 @@ class RedisStreamsQueue:
         for name, value in job_fields(stored).items():
             argv += [name, value]
         payload_key = C.payload_key(job.id)
+        replicas = await self._replicas_to_wait()
         async with self.client.pipeline(transaction=False) as pipe:
             # the payload first (one round trip with the script): a worker may read the entry
             # as soon as the script added it. NX: never overwrite another job's payload.
             pipe.set(payload_key, bytes(job.payload), px=ttl_ms, nx=True)
             await self._scripts["enqueue"](keys=keys, args=argv, client=pipe)
-            created, (outcome, value) = await pipe.execute()
+            if replicas:  # same round trip: WAIT covers every write above on this connection
+                pipe.execute_command("WAIT", replicas, self.wait_timeout_ms)
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except UNAVAILABLE_ERRORS:
+                self._replicas = None  # a failover may change the topology: look again
+                raise
+        for reply in replies[:2]:  # the SET and the script must have worked
+            if isinstance(reply, Exception):
+                raise reply
+        created, (outcome, value) = replies[0], replies[1]
         outcome, value = _s(outcome), _s(value)
         if outcome == "ok":
+            if replicas:
+                acked = replies[2]
+                if isinstance(acked, Exception):  # e.g. an ACL without WAIT: the job stands
+                    log.warning("WAIT after enqueue failed: %s", acked)
+                    acked = 0
+                if int(acked) < replicas:
+                    self._count_unreplicated(job.id, int(acked), replicas)
             return stored
         if created:
             await self.client.delete(payload_key)
@@ -278,6 +329,41 @@ class RedisStreamsQueue:
         if outcome == "full":
             raise QueueFull(int(value), self.max_backlog, self.retry_after_s)
         raise ValueError(f"job id {job.id!r} already exists")
+
+    async def _replicas_to_wait(self) -> int:
+        if self.wait_replicas is not None:
+            return self.wait_replicas
+        now = time.monotonic()
+        cached = self._replicas
+        if cached is not None and now - cached[0] < REPLICA_CHECK_S:
+            return cached[1]
+        async with self._replicas_lock:  # one INFO for all the requests that find it stale
+            cached = self._replicas
+            if cached is None or now - cached[0] >= REPLICA_CHECK_S:
+                try:
+                    online = _online_replicas(await self.client.info("replication"))
+                except redis_errors.ResponseError as exc:  # e.g. an ACL user without INFO
+                    if self._replicas is None:
+                        log.warning("INFO replication refused (%s): not waiting for replicas", exc)
+                    online = 0
+                self._replicas = cached = (time.monotonic(), min(1, online))
+        return cached[1]
+
+    def _count_unreplicated(self, job_id: str, acked: int, wanted: int) -> None:
+        self.unreplicated_jobs += 1
+        when, count = self._unreplicated_logged
+        now = time.monotonic()
+        if now - when >= UNREPLICATED_LOG_EVERY_S:
+            log.warning(
+                "job %s accepted but only %d of %d replicas acknowledged it within %d ms; "
+                "a failover now would lose it (%d such jobs since the last warning)",
+                job_id,
+                acked,
+                wanted,
+                self.wait_timeout_ms,
+                self.unreplicated_jobs - count,
+            )
+            self._unreplicated_logged = (now, self.unreplicated_jobs)
 
     @_translate_errors
     async def info(self, job_id: str) -> JobInfo | None:
@@ -401,6 +487,10 @@ class RedisStreamsQueue:
         await self._listener.close()
         with contextlib.suppress(Exception):
             await self.client.aclose()
+        sentinels = getattr(self.client.connection_pool, "sentinel_manager", None)
+        if sentinels is not None:  # redis+sentinel://: the connections to the sentinels too
+            with contextlib.suppress(Exception):
+                await sentinels.aclose()
 
     # -- consumer side ------------------------------------------------------------------------
 
@@ -707,6 +797,19 @@ class RedisStreamsQueue:
             pipe.delete(C.worker_key(name))
             pipe.zrem(C.WORKER_INDEX_KEY, name)
             await pipe.execute()
+
+
+def _online_replicas(info: dict[str, Any]) -> int:
+    """Replicas in INFO replication that stream from this master (`state=online`): one still
+    in its initial sync (`wait_bgsave`, `send_bulk`) would not acknowledge a WAIT."""
+    return sum(
+        1
+        for key, value in info.items()
+        if key.startswith("slave")
+        and key[5:].isdigit()
+        and isinstance(value, dict)
+        and value.get("state") == "online"
+    )
 
 
 def _entries_of(reply: Any) -> list[Any]:

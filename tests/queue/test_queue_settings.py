@@ -53,6 +53,9 @@ def test_env_vars_and_overrides(monkeypatch):
         {"job_timeout_s": 400, "max_job_timeout_s": 300},
         {"redis_tls_ca_file": "/does/not/exist.pem"},
         {"engine": "tensorflow"},
+        {"queue_url": "redis+sentinel://s1:26379"},  # no master name
+        {"redis_wait_replicas": "always"},
+        {"redis_wait_timeout_ms": 0},  # WAIT 0 would block forever
     ],
 )
 def test_validators(bad):
