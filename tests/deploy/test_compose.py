@@ -78,9 +78,11 @@ def test_docker_compose_config_resolves(profiles, compose, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     resolved = json.loads(r.stdout)
-    expected = {"redis", "api", "worker", "prometheus"} | (
-        {"worker-gpu", "dcgm-exporter"} if "gpu" in profiles else set()
-    ) | ({"grafana"} if "grafana" in profiles else set())
+    expected = (
+        {"redis", "api", "worker", "prometheus"}
+        | ({"worker-gpu", "dcgm-exporter"} if "gpu" in profiles else set())
+        | ({"grafana"} if "grafana" in profiles else set())
+    )
     assert set(resolved["services"]) == expected
     run_local = run_local_module()
     for name in expected:

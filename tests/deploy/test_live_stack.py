@@ -24,7 +24,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -142,13 +141,14 @@ def stack() -> Iterator[Stack]:
     finally:
         logs = s.compose("logs", "--no-color", "--tail", "40", check=False, timeout=60)
         s.compose("down", "-v", "--remove-orphans", "--timeout", "10", check=False, timeout=180)
+        label = f"label=com.docker.compose.project={project}"
         left = subprocess.run(
-            [DOCKER, "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
+            [DOCKER, "ps", "-aq", "--filter", label],
             capture_output=True,
             text=True,
         ).stdout.split()
         volumes = subprocess.run(
-            [DOCKER, "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+            [DOCKER, "volume", "ls", "-q", "--filter", label],
             capture_output=True,
             text=True,
         ).stdout.split()
@@ -302,4 +302,3 @@ def test_grafana_profile(stack):
     stack.compose("--profile", "grafana", "up", "-d", "--wait", "grafana", timeout=300)
     status, body = _get(f"http://127.0.0.1:{port}/api/health")
     assert status == 200, body
-
