@@ -72,6 +72,7 @@ loadtest: install model $(VENV)/.installed-load
 
 test: install
 	scripts/system-deps.sh
+	scripts/install-docker.sh
 	scripts/with-redis.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite drives for real, when they are missing:
 #   redis-server (queue tests), redis-sentinel (the failover test), chromium + fonts (browser
-#   tests), prometheus (promtool checks).
+#   tests), prometheus (promtool checks), docker.io + debootstrap (the live compose test:
+#   scripts/install-docker.sh starts dockerd and makes the base images' stand-ins from a Debian
+#   minbase).
 # Idempotent and quick when everything is there; needs root or sudo and apt-get otherwise.
 # Tests that need a missing tool skip with a clear reason, so this is best-effort off Debian.
 set -uo pipefail
@@ -12,6 +14,8 @@ command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+[ -x /usr/bin/docker ] || need+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then

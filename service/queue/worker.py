@@ -319,6 +319,8 @@ class Worker:
             "jobs_done": self.stats.jobs_done,
             "jobs_failed": self.stats.jobs_failed,
             "stopping": self._stopping,
+            # what it serves (the engine's info: model name, version, engine), for /readyz
+            "model": dict(getattr(getattr(self.handler, "engine", None), "info", None) or {}),
         }
 
     async def _heartbeat_loop(self) -> None:

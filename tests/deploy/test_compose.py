@@ -62,7 +62,7 @@ def _docker_compose() -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("profiles", [[], ["gpu"]], ids=["default", "gpu"])
+@pytest.mark.parametrize("profiles", [[], ["gpu"], ["grafana"]], ids=["default", "gpu", "grafana"])
 def test_docker_compose_config_resolves(profiles, compose, tmp_path):
     """The real parser (no daemon needed); its interpolation agrees with deploy/run_local.py."""
     cmd = _docker_compose()
@@ -78,8 +78,10 @@ def test_docker_compose_config_resolves(profiles, compose, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     resolved = json.loads(r.stdout)
-    expected = {"redis", "api", "worker", "prometheus", "grafana"} | (
-        {"worker-gpu", "dcgm-exporter"} if profiles else set()
+    expected = (
+        {"redis", "api", "worker", "prometheus"}
+        | ({"worker-gpu", "dcgm-exporter"} if "gpu" in profiles else set())
+        | ({"grafana"} if "grafana" in profiles else set())
     )
     assert set(resolved["services"]) == expected
     run_local = run_local_module()

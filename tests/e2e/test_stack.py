@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import signal
 from collections import Counter
 
@@ -87,6 +88,9 @@ def test_redis_outage_and_recovery(stack):
     stack.start_worker("w1")
     stack.wait_ready()
     with httpx.Client(base_url=stack.url, timeout=30) as client:
+        # the API loads no model: /readyz names the one a live worker heartbeats
+        manifest = json.loads((stack.model_dir / "manifest.json").read_text())
+        assert client.get("/readyz").json()["model"]["name"] == manifest["name"]
         assert (
             client.post(
                 "/colorize", content=_image(0), headers={"content-type": "image/png"}

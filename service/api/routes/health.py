@@ -23,6 +23,7 @@ async def healthz() -> dict[str, str]:
 
 
 async def readiness(rt: RuntimeDep) -> tuple[bool, dict[str, Any]]:
+    """(ready, checks); with a shared queue it also takes the model a live worker serves."""
     checks: dict[str, Any] = {}
     if rt.embedded:
         checks["model"] = "ok" if rt.warmed_up else (rt.startup_error or "loading")
@@ -31,7 +32,14 @@ async def readiness(rt: RuntimeDep) -> tuple[bool, dict[str, Any]]:
             raise QueueError("not started")
         await rt.queue.ping()
         checks["queue"] = "ok"
-        alive = rt.worker_alive if rt.embedded else len(await rt.queue.workers()) > 0
+        if rt.embedded:
+            alive = rt.worker_alive
+        else:
+            workers = await rt.queue.workers()
+            alive = len(workers) > 0
+            served = [w.info["model"] for w in workers if w.info.get("model")]
+            if served:  # the workers load the model, not the API
+                rt.model = served[0]
         checks["workers"] = "ok" if alive else "no live worker"
     except (QueueError, OSError) as e:
         checks["queue"] = f"unreachable: {e}"
