@@ -41,6 +41,10 @@ def probe_bytes(data: bytes) -> VideoInfo:
         with av.open(io.BytesIO(data), options=_PROBE_OPTIONS) as c:
             if not c.streams.video:
                 raise VideoRejected(415, "unsupported_video", "the file has no video stream")
+            if c.format.name == "image2" or c.format.name.endswith("_pipe"):
+                raise VideoRejected(
+                    415, "unsupported_video", f"a still image ({c.format.name}), not a video"
+                )
             s = c.streams.video[0]
             rate = s.average_rate or s.guessed_rate or s.base_rate
             fps = float(Fraction(rate)) if rate else 0.0
