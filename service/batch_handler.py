@@ -112,6 +112,7 @@ class ColorizeHandler:
         task = asyncio.create_task(asyncio.to_thread(
             video_job.colorize_bytes, self.engine, job.payload, params, self.video_batch, progress
         ))  # fmt: skip
+        await self._report(job, progress)  # running: 0 / total at once
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_S)

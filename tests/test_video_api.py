@@ -180,3 +180,68 @@ def test_another_key_cannot_see_or_cancel_a_video_job(tiny_repo, photo, tmp_path
         job, _ = wait_done(c, loc, headers=a)
         assert job["status"] == "done"
         assert c.get(loc + "/result", headers=a).headers["content-type"] == "video/mp4"
+
+
+def test_worker_killed_mid_video_restarts_and_stores_one_result(
+    tiny_repo, redis_url, photo, tmp_path
+):
+    """Redis Streams: SIGKILL the `disco worker` that is half-way through a video; another
+    worker claims the delivery once the dead one's health key expires, starts the video again
+    and stores exactly one MP4 (no staging leftovers, payload gone)."""
+    import os
+    import subprocess
+    import sys
+
+    import redis
+
+    knobs = {"DISCO_WORKER_HEALTH_TTL_S": "0.6", "DISCO_VISIBILITY_TIMEOUT_S": "5"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DISCO_THREADS": "1", "DISCO_ENGINE": "onnx",
+           "DISCO_MAX_BATCH": "4", **knobs}  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+
+    def worker(name: str) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"{name}.log").open("wb")
+        cmd = [sys.executable, "-m", "service.cli", "worker", "--queue", redis_url,
+               "--model", str(tiny_repo)]  # fmt: skip
+        return subprocess.Popen(cmd, cwd=root, env={**env, "DISCO_WORKER_NAME": name},
+                                stdout=log, stderr=log)  # fmt: skip
+
+    data = clip(tmp_path, photo, n=80, w=160, h=96, fps=10)
+    s = Settings(queue_url=redis_url, model_dir=tiny_repo, worker_health_ttl_s=0.6,
+                 visibility_timeout_s=5)  # fmt: skip
+    procs = []
+    try:
+        with TestClient(create_app(s)) as c:
+            r = c.post("/videos/colorize", files={"video": ("c.mp4", data)})
+            assert r.status_code == 202, r.text
+            loc, job_id = r.headers["location"], r.json()["id"]
+            procs.append(first := worker("victim"))
+            end = time.monotonic() + 90
+            while time.monotonic() < end:
+                p = c.get(loc).json()["progress"]
+                if p and p["frames_done"] >= 4:
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError((tmp_path / "victim.log").read_text()[-2000:])
+            first.kill()
+            first.wait(10)
+            assert c.get(loc).json()["status"] == "running"  # the dead worker's delivery
+            procs.append(worker("rescuer"))
+            job, _ = wait_done(c, loc, 120)
+            assert job["status"] == "done", job
+            assert job["attempts"] == 2  # redelivered once, restarted from frame 0
+            frames, rate = decode(c.get(loc + "/result").content)
+            assert len(frames) == 80 and frames[0].shape == (96, 160, 3) and rate == 10
+        with redis.Redis.from_url(redis_url) as db:
+            assert db.llen(f"disco:result:{job_id}") == 1
+            assert not db.keys(f"disco:result:{job_id}:staging:*")
+            assert not db.exists(f"disco:payload:{job_id}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
