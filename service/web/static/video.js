@@ -23,8 +23,13 @@ function say(text) {
   els.status.textContent = text;
 }
 
+// describeError speaks of images; these statuses mean something else for a clip
+const VIDEO_TITLES = { 413: "The clip is too large or too long", 415: "Not a readable video" };
+
 function fail(err) {
-  const { title, detail } = describeError(err);
+  const described = describeError(err);
+  const title = VIDEO_TITLES[err && err.status] || described.title;
+  const detail = VIDEO_TITLES[err && err.status] ? err.message : described.detail;
   els.error.textContent = `${title}: ${detail}`;
   els.error.hidden = false;
   finish();
