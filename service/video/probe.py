@@ -57,7 +57,9 @@ def probe_bytes(data: bytes) -> VideoInfo:
             frames = int(s.frames or 0) or round(duration * fps)
             width, height = s.codec_context.width, s.codec_context.height
             has_audio = bool(c.streams.audio)
-    except av.error.FFmpegError as e:
+    except VideoRejected:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError, EOFError, ZeroDivisionError) as e:
         raise VideoRejected(
             415, "unsupported_video", f"not a readable video (corrupt or not a video): {e}"
         ) from e
