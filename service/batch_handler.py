@@ -25,13 +25,18 @@ from service import pipeline
 from service.engine.base import Engine
 from service.imageio import UPLOAD_FORMATS, ImageDecodeError, ImageTooLarge, decode_image
 from service.params import CONTENT_TYPES, ColorizeParams, ImageFormat, JobKind
-from service.queue.jobs import JobDef, JobResult
+from service.queue.jobs import ERROR_CANCELLED, JobDef, JobResult, JobStatus, error_meta
+from service.video import job as video_job
+from service.video.io import VideoError
 
 # Error codes a job can fail with (the API maps them to HTTP statuses).
 ERR_PARAMS = "invalid_params"
 ERR_IMAGE = "unsupported_image"
 ERR_TOO_LARGE = "image_too_large"
 ERR_KIND = "unknown_kind"
+ERR_VIDEO_CORRUPT = video_job.ERR_CORRUPT
+
+PROGRESS_INTERVAL_S = 0.5  # how often a running video job's frame count reaches its record
 
 StageObserver = Callable[[str, float], None]
 
@@ -61,17 +66,89 @@ def encode_image(rgb: Any, fmt: ImageFormat, quality: int | None) -> bytes:
 
 
 class ColorizeHandler:
-    """Batch handler for the colorize / diverse / anchors job kinds."""
+    """Batch handler for the colorize / diverse / anchors / video job kinds.
+
+    Image jobs of a batch run together; then each video job of the batch runs on its own, its
+    frames going through the engine `video_batch` at a time. With `queue` (a `JobQueue` with
+    `progress`), a video job's frames done / total reach its record every half second, and a
+    cancel request or a lost delivery stops it between frames."""
 
     def __init__(
-        self, engine: Engine, *, max_pixels: int, observe: StageObserver | None = None
+        self,
+        engine: Engine,
+        *,
+        max_pixels: int,
+        observe: StageObserver | None = None,
+        queue: Any = None,
+        video_batch: int = 8,
     ) -> None:
         self.engine = engine
         self.max_pixels = max_pixels
         self.observe = observe or (lambda stage, seconds: None)
+        self.queue = queue
+        self.video_batch = video_batch
 
     async def __call__(self, jobs: list[JobDef]) -> list[JobResult | Exception]:
-        return await asyncio.to_thread(self.process, jobs)
+        videos = [i for i, j in enumerate(jobs) if j.kind == JobKind.video]
+        if not videos:
+            return await asyncio.to_thread(self.process, jobs)
+        images = [i for i in range(len(jobs)) if i not in videos]
+        results: list[JobResult | Exception | None] = [None] * len(jobs)
+        if images:
+            done = await asyncio.to_thread(self.process, [jobs[i] for i in images])
+            for i, r in zip(images, done, strict=True):
+                results[i] = r
+        for i in videos:
+            results[i] = await self._video(jobs[i])
+        return results  # type: ignore[return-value]
+
+    async def _video(self, job: JobDef) -> JobResult:
+        try:
+            params = video_job.VideoParams.model_validate(job.params)
+        except ValidationError as e:
+            return JobResult.failure(ERR_PARAMS, f"invalid options: {e.errors()[0]['msg']}")
+        progress = video_job.Progress(total=params.frames)
+        start = time.perf_counter()
+        task = asyncio.create_task(asyncio.to_thread(
+            video_job.colorize_bytes, self.engine, job.payload, params, self.video_batch, progress
+        ))  # fmt: skip
+        await self._report(job, progress)  # running: 0 / total at once
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_S)
+                verdict = await self._report(job, progress)
+                if done:
+                    break
+                if verdict != "ok":
+                    progress.stop = verdict
+        except asyncio.CancelledError:  # the worker gave the batch back: stop the thread too
+            progress.stop = "superseded"
+            raise
+        try:
+            mp4, meta = task.result()
+        except video_job.VideoCancelled as e:
+            return JobResult(
+                JobStatus.CANCELLED, [], {**error_meta(ERROR_CANCELLED, str(e)),
+                                          "frames_done": progress.done},
+            )  # fmt: skip
+        except video_job.Superseded:
+            raise  # the batch fails here; the release is a no-op for a lost delivery
+        except VideoError as e:
+            return JobResult.failure(ERR_VIDEO_CORRUPT, f"corrupt video: {e}")
+        seconds = time.perf_counter() - start
+        self.observe("compute", seconds)
+        return JobResult.ok([mp4], **meta, timings={"video_s": seconds})
+
+    async def _report(self, job: JobDef, progress: video_job.Progress) -> str:
+        """Write frames done / total; the queue answers 'ok', 'cancel' or 'superseded'."""
+        report = getattr(self.queue, "progress", None)
+        if report is None:
+            return "ok"
+        try:
+            return await report(job.id, job.attempts, progress.done, progress.total)
+        except Exception as e:  # a missed progress write only delays the next one
+            log.warning("progress of job %s not recorded: %s", job.id, e)
+            return "ok"
 
     def _prepare(self, job: JobDef) -> pipeline.Job | JobResult:
         try:

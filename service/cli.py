@@ -399,8 +399,9 @@ def worker(
     async def main() -> None:
         q = open_queue(settings.queue_url, settings)
         handler = ColorizeHandler(
-            eng, max_pixels=settings.max_pixels, observe=monitor.observe_stage
-        )
+            eng, max_pixels=settings.max_pixels, observe=monitor.observe_stage,
+            queue=q, video_batch=settings.max_batch,
+        )  # fmt: skip
         w = Worker.from_settings(
             queue=q, handler=handler, settings=settings, on_batch=monitor.on_batch
         )

@@ -33,6 +33,7 @@ class JobKind(StrEnum):
     colorize = "colorize"
     diverse = "diverse"
     anchors = "anchors"
+    video = "video"
 
 
 CONTENT_TYPES = {

@@ -41,6 +41,12 @@ Environment variable = `DISCO_` + the field name in capitals (defaults in bracke
 * `DISCO_MAX_BACKLOG` [`64`]: unfinished jobs (queued + running) before enqueue answers 429,
   with `Retry-After: DISCO_RETRY_AFTER_S` [`1`]
 * `DISCO_MAX_UPLOAD_BYTES` [`20971520`, 20 MiB], `DISCO_MAX_PIXELS` [`40000000`]: input limits
+* Video jobs (`POST /videos/colorize`), refused with 413 before any frame is decoded:
+  `DISCO_MAX_VIDEO_UPLOAD_BYTES` [`33554432`, 32 MiB: the upload and the MP4 result each live in
+  Redis as one key until the job ends / for the result TTL], `DISCO_MAX_VIDEO_SECONDS` [`60`],
+  `DISCO_MAX_VIDEO_FRAMES` [`1800`], `DISCO_MAX_VIDEO_PIXEL_FRAMES` [`414720000` = 640x360 x
+  1800 frames]; `DISCO_VIDEO_TIMEOUT_S` [`600`]: a video job's deadline to start (its record
+  lives that long plus the result TTL)
 * `DISCO_REDIS_PASSWORD` [unset]: Redis AUTH password (a password in the URL wins)
 * `DISCO_REDIS_TLS` [`false`]: TLS even for a `redis://` URL (`rediss://` implies it);
   `DISCO_REDIS_TLS_CA_FILE` [unset]: the CA bundle that signed the server certificate
@@ -124,6 +130,11 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(1, ge=1, le=3600)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=1024**3)
     max_pixels: int = Field(40_000_000, ge=1, le=1_000_000_000)
+    max_video_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=512 * 1024**2)
+    max_video_seconds: float = Field(60.0, gt=0.0, le=86_400.0)
+    max_video_frames: int = Field(1800, ge=1, le=10_000_000)
+    max_video_pixel_frames: int = Field(640 * 360 * 1800, ge=1, le=10**13)
+    video_timeout_s: float = Field(600.0, gt=0.0, le=86_400.0)
 
     # -- Redis connection -------------------------------------------------------------------------
     redis_password: SecretStr | None = None

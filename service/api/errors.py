@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
-from service.batch_handler import ERR_IMAGE, ERR_KIND, ERR_PARAMS, ERR_TOO_LARGE
+from service.batch_handler import (
+    ERR_IMAGE,
+    ERR_KIND,
+    ERR_PARAMS,
+    ERR_TOO_LARGE,
+    ERR_VIDEO_CORRUPT,
+)
 from service.queue import QueueFull, QueueUnavailable
 from service.queue.jobs import ERROR_CANCELLED, ERROR_EXPIRED
 
@@ -21,6 +27,7 @@ JOB_ERROR_STATUS = {
     ERR_KIND: 400,
     ERR_IMAGE: 415,
     ERR_TOO_LARGE: 413,
+    ERR_VIDEO_CORRUPT: 400,  # the header was fine, the frames were not
     ERROR_EXPIRED: 504,
     ERROR_CANCELLED: 409,
 }

@@ -66,10 +66,12 @@ def result_response(info: JobInfo, result: JobResult, index: int | None = None) 
         }
         return JSONResponse(body, headers=headers)
     ctype = meta.get("content_type", "application/octet-stream")
-    if info.kind == JobKind.colorize or index is not None:
+    if info.kind in (JobKind.colorize, JobKind.video) or index is not None:
         k = index or 0
         if not 0 <= k < len(result.outputs):
             raise ApiError(404, "not_found", f"job {info.id} has {len(result.outputs)} results")
+        if info.kind == JobKind.video:
+            headers["Content-Disposition"] = f'inline; filename="{info.id}.mp4"'
         return Response(result.outputs[k], media_type=ctype, headers=headers)
     return JSONResponse(diverse_body(info, result), headers=headers)
 

@@ -58,8 +58,9 @@ class Runtime:
         self.monitor.set_model(self.model)
         for i, eng in enumerate(self.engines):
             handler = ColorizeHandler(
-                eng, max_pixels=s.max_pixels, observe=self.monitor.observe_stage
-            )
+                eng, max_pixels=s.max_pixels, observe=self.monitor.observe_stage,
+                queue=self.queue, video_batch=s.max_batch,
+            )  # fmt: skip
             named = {"name": f"{s.worker_name}-{i}"} if s.worker_name and i else {}
             worker = Worker.from_settings(
                 queue=self.queue, handler=handler, settings=s, on_batch=self.monitor.on_batch,

@@ -26,7 +26,16 @@ MULTIPART_OVERHEAD = 64 * 1024  # boundaries and small form fields around the fi
 
 async def read_upload(request: Request, settings: Settings) -> tuple[bytes, dict[str, Any]]:
     """The image bytes and any other form fields (options may come as form fields)."""
-    limit = settings.max_upload_bytes
+    data, fields = await read_body(request, settings.max_upload_bytes, "image", "image")
+    check_header(data, settings.max_pixels)
+    return data, fields
+
+
+async def read_body(
+    request: Request, limit: int, field: str, media: str
+) -> tuple[bytes, dict[str, Any]]:
+    """The uploaded file (multipart field `field`, or a raw `media/*` body) and the other form
+    fields, refused with 413 as soon as more than `limit` bytes are declared or arrive."""
     declared = request.headers.get("content-length")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
@@ -37,12 +46,14 @@ async def read_upload(request: Request, settings: Settings) -> tuple[bytes, dict
         # form parser would otherwise spool a body of any size to disk before we see the file.
         limited = Request(request.scope, _limited_receive(request, limit + MULTIPART_OVERHEAD))
         form = await limited.form(max_files=1, max_fields=32)
-        upload = form.get("image")
+        upload = form.get(field)
         if not isinstance(upload, UploadFile):
-            raise ApiError(400, "missing_image", "multipart body needs a file field named 'image'")
+            raise ApiError(
+                400, f"missing_{field}", f"multipart body needs a file field named {field!r}"
+            )
         data = await upload.read(limit + 1)
-        fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}
-    elif ctype.startswith("image/") or ctype == "application/octet-stream":
+        fields = {k: v for k, v in form.items() if k != field and isinstance(v, str)}
+    elif ctype.startswith(f"{media}/") or ctype == "application/octet-stream":
         data = bytearray()
         async for chunk in request.stream():
             data += chunk
@@ -53,19 +64,18 @@ async def read_upload(request: Request, settings: Settings) -> tuple[bytes, dict
         raise ApiError(
             415,
             "unsupported_media_type",
-            "send the image as multipart field 'image' or as a raw image/* body",
+            f"send the {field} as multipart field {field!r} or as a raw {media}/* body",
         )
     else:
         raise ApiError(
             415,
             "unsupported_media_type",
-            f"content type {ctype!r}: use multipart/form-data or image/*",
+            f"content type {ctype!r}: use multipart/form-data or {media}/*",
         )
     if len(data) > limit:
         raise _too_large(len(data), limit)
     if not data:
-        raise ApiError(400, "empty_image", "the image is empty")
-    check_header(data, settings.max_pixels)
+        raise ApiError(400, f"empty_{field}", f"the {field} is empty")
     return data, fields
 
 

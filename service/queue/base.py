@@ -67,6 +67,11 @@ class JobQueue(Protocol):
         False if it is unknown, running or already finished."""
         ...
 
+    async def request_cancel(self, job_id: str) -> bool:
+        """Ask a RUNNING job to stop (video jobs check between frames and end cancelled): True
+        if the request was recorded; False if the job is unknown or not running."""
+        ...
+
     async def depth(self) -> int:
         """Unfinished jobs (queued + running): what the backlog bound limits."""
         ...
@@ -128,6 +133,13 @@ class JobSource(Protocol):
     ) -> list[bool]:
         """Store each result with the TTL, then acknowledge and delete the entry, then publish
         the completion. False where the job had already ended (another delivery won)."""
+        ...
+
+    async def progress(self, job_id: str, attempt: int, done: int, total: int) -> str:
+        """Record a running job's progress (frames done / total) for `GET /jobs/{id}`, if the
+        job is running at this attempt. Answers "ok" (go on), "cancel" (a cancel was
+        requested: stop and complete it cancelled) or "superseded" (the job ended, or another
+        delivery runs it now: stop and store nothing)."""
         ...
 
     async def release(self, consumer: str, deliveries: Sequence[Delivery]) -> None:

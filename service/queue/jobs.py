@@ -153,6 +153,8 @@ class JobInfo:
     n_outputs: int
     meta: dict[str, Any]
     owner: str | None = None  # API key id of the creator; not shown by to_dict
+    progress: dict[str, int] | None = None  # video jobs: {"frames_done", "frames_total"}
+    cancel_requested: bool = False  # a running job was asked to stop (video jobs)
 
     def visible_to(self, who: str | None) -> bool:
         """Whether the caller (an API key id, None without keys) may see this job."""
@@ -188,6 +190,8 @@ class JobInfo:
             "timings": self.timings,
             "error": self.error,
             "meta": extra,
+            "progress": self.progress,
+            "cancel_requested": self.cancel_requested,
         }
 
 
@@ -307,7 +311,21 @@ def info_from_fields(fields: Mapping[str, str], *, now: float | None = None) -> 
         n_outputs=int(fields.get("n_outputs") or 0),
         meta=meta,
         owner=fields.get("owner") or None,
+        progress=_progress(fields.get("progress")),
+        cancel_requested=bool(fields.get("cancel")),
     )
+
+
+def _progress(value: str | None) -> dict[str, int] | None:
+    """The record's `progress` field, "done/total" (written by the worker's progress call)."""
+    if not value:
+        return None
+    done, _, total = value.partition("/")
+    return {"frames_done": int(done), "frames_total": int(total or 0)}
+
+
+# What `progress()` answers the worker: go on, stop (cancel requested), stop (not ours any more)
+PROGRESS_OK, PROGRESS_CANCEL, PROGRESS_SUPERSEDED = "ok", "cancel", "superseded"
 
 
 EXPIRED_MESSAGE = "the job's deadline passed before a worker could start it"

@@ -29,6 +29,9 @@ from .jobs import (
     ERROR_EXPIRED,
     ERROR_PAYLOAD_MISSING,
     EXPIRED_MESSAGE,
+    PROGRESS_CANCEL,
+    PROGRESS_OK,
+    PROGRESS_SUPERSEDED,
     DeadLetter,
     JobDef,
     JobInfo,
@@ -187,6 +190,14 @@ class MemoryQueue:
         self._finish(record, JobStatus.CANCELLED, error_meta(ERROR_CANCELLED, CANCELLED_MESSAGE))
         return True
 
+    async def request_cancel(self, job_id: str) -> bool:
+        self._check_open()
+        record = self._records.get(job_id)
+        if record is None or record.status is not JobStatus.RUNNING:
+            return False
+        record.fields["cancel"] = "1"
+        return True
+
     async def depth(self) -> int:
         self._check_open()
         return len(self._entries)
@@ -312,6 +323,18 @@ class MemoryQueue:
             self._finish(record, result.status, meta, [bytes(o) for o in result.outputs])
             out.append(True)
         return out
+
+    async def progress(self, job_id: str, attempt: int, done: int, total: int) -> str:
+        self._check_open()
+        record = self._records.get(job_id)
+        if (
+            record is None
+            or record.status is not JobStatus.RUNNING
+            or record.fields.get("attempts") != str(attempt)
+        ):
+            return PROGRESS_SUPERSEDED
+        record.fields["progress"] = f"{int(done)}/{int(total)}"
+        return PROGRESS_CANCEL if record.fields.get("cancel") else PROGRESS_OK
 
     async def release(self, consumer: str, deliveries: Sequence[Delivery]) -> None:
         self._check_open()

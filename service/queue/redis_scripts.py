@@ -181,6 +181,29 @@ end
 return 1
 """
 
+# KEYS: job  ARGV: attempt, "done/total"
+# -> 'ok' | 'cancel' (recorded; a cancel was requested) | 'superseded' (not running this attempt)
+PROGRESS = """
+local job = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'cancel')
+if job[1] ~= 'running' or job[2] ~= ARGV[1] then
+  return 'superseded'
+end
+redis.call('HSET', KEYS[1], 'progress', ARGV[2])
+if job[3] and job[3] ~= '' then
+  return 'cancel'
+end
+return 'ok'
+"""
+
+# KEYS: job  -> 1 the running job is asked to stop | 0 not running
+REQUEST_CANCEL = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'cancel', '1')
+return 1
+"""
+
 # KEYS: stream  ARGV: consumer, entry id, ...
 # Lease extension: reset the idle time of the entries this consumer still owns (JUSTID: the
 # delivery count stays). An entry another worker reclaimed meanwhile is left alone.
@@ -217,5 +240,7 @@ SCRIPTS: dict[str, str] = {
         "cancel": CANCEL,
         "release": RELEASE,
         "touch": TOUCH,
+        "progress": PROGRESS,
+        "request_cancel": REQUEST_CANCEL,
     }.items()
 }

@@ -430,6 +430,18 @@ class RedisStreamsQueue:
         return int(outcome) == 1
 
     @_translate_errors
+    async def request_cancel(self, job_id: str) -> bool:
+        self._check_open()
+        return int(await self._scripts["request_cancel"](keys=[C.job_key(job_id)])) == 1
+
+    @_translate_errors
+    async def progress(self, job_id: str, attempt: int, done: int, total: int) -> str:
+        self._check_open()
+        return _s(await self._scripts["progress"](
+            keys=[C.job_key(job_id)], args=[attempt, f"{int(done)}/{int(total)}"]
+        ))  # fmt: skip
+
+    @_translate_errors
     async def depth(self) -> int:
         self._check_open()
         return int(await self.client.xlen(C.STREAM_KEY))

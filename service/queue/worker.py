@@ -490,6 +490,8 @@ class Worker:
                 self.stats.jobs_skipped += 1
             elif result.status is JobStatus.DONE:
                 self.stats.jobs_done += 1
+            elif result.status is JobStatus.CANCELLED:  # a running video job stopped on request
+                self.stats.jobs_cancelled += 1
             else:
                 self.stats.jobs_failed += 1
         self._report(jobs, waits, compute_s, finished, retried, dead)
@@ -514,7 +516,7 @@ class Worker:
             return JobResult.failure(
                 ERROR_HANDLER, f"the handler returned {type(outcome).__name__}, not a JobResult"
             )
-        if outcome.status not in (JobStatus.DONE, JobStatus.FAILED):
+        if outcome.status not in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED):
             return JobResult.failure(
                 ERROR_HANDLER, f"the handler returned status {outcome.status.value!r}"
             )

@@ -10,17 +10,20 @@ import numpy as np
 
 
 def pan_frames(photo: np.ndarray, n: int = 24, size: int = 96, step: float = 2.0,
-               zoom: float = 0.0) -> list[np.ndarray]:  # fmt: skip
-    """Crops of `photo` moving right by `step` px per frame (and zooming in by `zoom` per frame)."""
+               zoom: float = 0.0, width: int | None = None) -> list[np.ndarray]:  # fmt: skip
+    """Crops of `photo` moving right by `step` px per frame (and zooming in by `zoom` per frame),
+    `size` high and `width` (default `size`) wide."""
     h, w = photo.shape[:2]
-    base = min(h, w) * 0.6
+    out_w = width or size
+    aspect = out_w / size
+    base = min(h, w / aspect) * 0.6
     out = []
     for t in range(n):
         side = base * (1.0 - zoom * t)
-        x0 = (w - base) * 0.2 + step * t
+        x0 = (w - base * aspect) * 0.2 + step * t
         y0 = (h - side) / 2
-        crop = photo[int(y0) : int(y0 + side), int(x0) : int(x0 + side)]
-        out.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA))
+        crop = photo[int(y0) : int(y0 + side), int(x0) : int(x0 + side * aspect)]
+        out.append(cv2.resize(crop, (out_w, size), interpolation=cv2.INTER_AREA))
     return out
 
 

@@ -219,3 +219,39 @@ def test_errors_are_explained(browser, live_server, photos_dir, artifacts_dir):
     expect(error).to_be_hidden()
     assert sent_keys == ["test-key-0123456789abcdef"]
     context.close()
+
+
+VIDEO_META_JS = """async () => {
+  const v = document.querySelector('#video-result');
+  if (v.readyState < 1) await new Promise((r) => v.addEventListener('loadedmetadata', r));
+  return { src: v.src, width: v.videoWidth, height: v.videoHeight, duration: v.duration };
+}"""
+
+
+def test_video_clip_is_colorized_and_played(browser, live_server, photos_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    from service.video import synthetic
+
+    photo = np.asarray(Image.open(photos_dir / "retina.jpg").convert("RGB"))
+    frames = synthetic.pan_frames(photo, n=12, size=64, width=96, step=1.0)
+    clip = synthetic.write_clip(tmp_path / "clip.mp4", frames, fps=6)  # 2 s
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors = _watch_errors(page)
+    page.goto(live_server)
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#video-go")).to_be_disabled()
+    page.set_input_files("#video-file", clip)
+    page.click("#video-go")
+    expect(page.locator("#video-result")).to_be_visible(timeout=60_000)
+    expect(page.locator("#video-status")).to_have_text("Done.")
+    meta = page.evaluate(VIDEO_META_JS)
+    assert meta["src"].startswith("blob:")
+    assert (meta["width"], meta["height"]) == (96, 64)
+    assert abs(meta["duration"] - 2.0) < 0.5
+    expect(page.locator("#video-download")).to_be_visible()
+    assert not errors, errors
+    context.close()

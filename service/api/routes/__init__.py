@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter
 
-from . import colorize, health, jobs
+from . import colorize, health, jobs, videos
 
 api_router = APIRouter()
 api_router.include_router(colorize.router)
+api_router.include_router(videos.router)
 api_router.include_router(jobs.router)
 api_router.include_router(health.router)

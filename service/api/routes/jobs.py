@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from service.params import JobKind
 from service.queue import JobInfo, JobStatus
@@ -30,7 +30,13 @@ router = APIRouter(
 RESULT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The result: image bytes, or JSON (diverse: all results; anchors)",
-        "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "application/json": {}},
+        "content": {
+            "image/png": {},
+            "image/jpeg": {},
+            "image/webp": {},
+            "video/mp4": {},
+            "application/json": {},
+        },
     },
     **error_responses(
         {
@@ -92,13 +98,22 @@ async def job_result_k(
     return await _result(request, queue, job_id, index)
 
 
-@router.delete("/{job_id}", responses=error_responses({409: "Already started or finished"}))
-async def cancel_job(
-    request: Request, job_id: JobId, queue: QueueDep, rt: RuntimeDep
-) -> dict[str, Any]:
-    """Cancel a job that has not started; a running or finished job cannot be cancelled."""
+@router.delete(
+    "/{job_id}",
+    responses={
+        202: {"description": "A running video job was asked to stop (it ends cancelled)"},
+        **error_responses({409: "Already started (image jobs) or finished"}),
+    },
+)
+async def cancel_job(request: Request, job_id: JobId, queue: QueueDep, rt: RuntimeDep) -> Response:
+    """Cancel a job that has not started; a running video job is stopped between frames (202);
+    a running image job or a finished job cannot be cancelled."""
     info = await _info(request, queue, job_id)
-    if not await queue.cancel(job_id):
+    cancelled = await queue.cancel(job_id)
+    if not cancelled and info.kind == JobKind.video and await queue.request_cancel(job_id):
+        rt.monitor.jobs.labels("cancelled").inc()
+        return JSONResponse({"id": job_id, "status": "cancelling"}, status_code=202)
+    if not cancelled:
         raise ApiError(
             409,
             "not_cancellable",
@@ -106,4 +121,4 @@ async def cancel_job(
             job_status=info.status.value,
         )
     rt.monitor.jobs.labels("cancelled").inc()
-    return {"id": job_id, "status": JobStatus.CANCELLED.value}
+    return JSONResponse({"id": job_id, "status": JobStatus.CANCELLED.value})

@@ -40,8 +40,27 @@ export function setApiKey(key) {
 
 /** POST `image` (a File or Blob) and string `fields` as multipart/form-data; resolves to the OK Response. */
 export async function postImage(path, image, fields = {}, { signal } = {}) {
+  return postFile(path, "image", image, fields, { signal });
+}
+
+/** GET / DELETE an API path with the API key; resolves to the OK Response, else throws ApiError. */
+export async function request(path, { method = "GET", signal } = {}) {
+  let response;
+  try {
+    const headers = apiKey ? { "X-API-Key": apiKey } : {};
+    response = await fetch(path, { method, headers, signal });
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new ApiError(0, "network", "The service could not be reached. Is it running, and are you online?");
+  }
+  if (!response.ok) throw await errorFrom(response);
+  return response;
+}
+
+/** POST a file as multipart field `field`, with string `fields`; resolves to the OK Response. */
+export async function postFile(path, field, file, fields = {}, { signal } = {}) {
   const form = new FormData();
-  form.append("image", image, image.name || "image");
+  form.append(field, file, file.name || field);
   for (const [key, value] of Object.entries(fields)) {
     if (value !== undefined && value !== null && value !== "") form.append(key, String(value));
   }

@@ -5,6 +5,7 @@ import {
   ApiError, base64ToBlob, describeError, getApiKey, parseServerTiming, postImage, setApiKey,
 } from "./api.js";
 import { labToHex, textColorOn } from "./color.js";
+import "./video.js";  // the video panel (its own job: upload, progress, <video> result)
 
 const $ = (id) => document.getElementById(id);
 
