@@ -22,8 +22,8 @@ cannot run here (a module missing, no GPU, or a backend that ``--backend`` asked
 Lease-proof: with ``--out DIR`` everything stays in DIR (the exported repository, the TensorRT
 timing cache, ``gpu-check.json``), the JSON is rewritten after every step (a killed run still
 leaves what it measured), a rerun with the same DIR reuses the export and the caches, and every
-step has a wall-clock limit (``--step-timeout``; SIGALRM, so a step stuck inside one C call ends
-when that call returns).
+step has a wall-clock limit (``--step-timeout``; ``--export-timeout`` for the export): SIGALRM
+plus safe points between engine calls, so a step stuck inside one C call ends when it returns.
 `--cpu-dry-run` runs the same logic on CPU in seconds (a tiny random model, the torch engine as
 the "GPU" backend, tiny iteration counts) so the script itself is tested.
 """
@@ -194,7 +194,10 @@ def compare_engines(ref: Any, eng: Any, images: Sequence[Any], k: int = 8) -> di
     n = len(images)
     n_tokens = (ref.input_size // 16) ** 2
     init = _init_rows(n, n_tokens, k)
-    a, b = ref.encode(l_norm, init), eng.encode(l_norm, init)
+    a = ref.encode(l_norm, init)
+    check_deadline()
+    b = eng.encode(l_norm, init)
+    check_deadline()
     rows_equal = (a.hint_mask == b.hint_mask).all(1)
     kept = np.minimum(a.hint_mask, b.hint_mask).sum() / max(float(a.hint_mask.sum()), 1.0)
     rng = np.random.default_rng(1)
@@ -203,6 +206,7 @@ def compare_engines(ref: Any, eng: Any, images: Sequence[Any], k: int = 8) -> di
     bins = rng.integers(0, 313, (n, n_tokens))
     ab_ref = ref.generate(l_norm, a.affinity, a.tokens, mask, bins)
     ab_eng = eng.generate(l_norm, b.affinity, b.tokens, mask, bins)
+    check_deadline()
     fixed = np.abs(ab_ref - ab_eng)
     report: dict[str, Any] = {
         "images": n,
@@ -265,6 +269,7 @@ def throughput(
         enc = eng.encode(x, init)
         ab = eng.generate(x, enc.affinity, enc.tokens, enc.hint_mask, enc.sampled_bins[:, 0])
         assert ab.shape[0] == batch, ab.shape
+        check_deadline()
         return time.perf_counter() - t0
 
     for _ in range(warmup):
@@ -301,15 +306,26 @@ class StepTimeout(Exception):
     """A step ran past its wall-clock limit."""
 
 
+_expired: list[str] = []  # the message of the limit that has run out, while its step runs
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float | None, what: str):
-    """Raise StepTimeout in the main thread after `seconds` (None or 0: no limit)."""
+    """Raise StepTimeout in the main thread after `seconds` (None or 0: no limit).
+
+    The alarm raises only in this module's own frames, else at the next `check_deadline()`: an
+    exception raised inside a Python callback that C++ called (numpy from ONNX Runtime's run, the
+    k-means custom op) aborts the whole process (pybind11 terminate, seen here).
+    """
     if not seconds:
         yield
         return
+    message = f"{what} ran past its {seconds:g} s limit"
 
     def _alarm(signum, frame):
-        raise StepTimeout(f"{what} ran past its {seconds:g} s limit")
+        _expired[:] = [message]
+        if frame is not None and frame.f_code.co_filename == _alarm.__code__.co_filename:
+            raise StepTimeout(message)
 
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -318,6 +334,13 @@ def time_limit(seconds: float | None, what: str):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        _expired.clear()
+
+
+def check_deadline() -> None:
+    """A safe point: raise StepTimeout if the running step's limit has passed."""
+    if _expired:
+        raise StepTimeout(_expired[0])
 
 
 def write_json(path: Path | None, result: dict[str, Any]) -> None:
@@ -439,7 +462,9 @@ def check_backend(
             measure=False,
             timing_cache=repo.parent / "tensorrt.timing-cache",
         )
+    check_deadline()
     eng = _make_engine(backend, repo, model)
+    check_deadline()
     out["ready_s"] = time.perf_counter() - t0
     say(f"      engine ready in {out['ready_s']:.0f} s")
     try:
@@ -559,10 +584,12 @@ def run(args: argparse.Namespace) -> int:
     }
     write_json(json_path, result)
     step_s = args.step_timeout
+    export_s = step_s if args.export_timeout is None else args.export_timeout
     try:
         t0 = time.perf_counter()
-        with time_limit(step_s, "export"):
+        with time_limit(export_s, "export"):
             model, reused = _prepare_repo(dry, repo, kmeans, bool(args.out))
+            check_deadline()
         result["steps"].append({"step": "export", "s": time.perf_counter() - t0, "reused": reused})
         write_json(json_path, result)
         ref = OnnxEngine(repo, providers="cpu")
@@ -614,7 +641,8 @@ def run(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     except StepTimeout as e:
         say(f"gpu-check FAILED: {e}")
-        result["error"] = str(e)
+        # only the export step runs outside a backend's own handler
+        result["error"], result["failed"] = str(e), ["export"]
         write_json(json_path, result)
         return 1
     finally:
@@ -690,6 +718,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=240.0,
         help="wall-clock seconds per step (export, each backend); 0: none (default 240)",
+    )
+    p.add_argument(
+        "--export-timeout",
+        type=float,
+        default=None,
+        help="wall-clock seconds for the export step (default: --step-timeout); 0: none",
     )
     return run(p.parse_args(argv))
 

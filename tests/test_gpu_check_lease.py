@@ -27,12 +27,15 @@ def test_time_limit_interrupts_a_slow_step() -> None:
 
     code = (
         "import time, pytest\n"
-        "from export.gpu_check import StepTimeout, time_limit\n"
+        "from export.gpu_check import StepTimeout, check_deadline, time_limit\n"
         "t0 = time.perf_counter()\n"
         "with pytest.raises(StepTimeout, match=r'export ran past its 0\\.2 s limit'), "
         "time_limit(0.2, 'export'):\n"
-        "    time.sleep(5)\n"
+        "    while time.perf_counter() - t0 < 5:\n"
+        "        time.sleep(0.01)\n"
+        "        check_deadline()\n"
         "assert time.perf_counter() - t0 < 2\n"
+        "check_deadline()  # the limit is gone with its step\n"
         "with time_limit(0, 'none'):  # 0: no limit, and no alarm left behind\n"
         "    time.sleep(0.01)\n"
         "print('ok')\n"
@@ -83,7 +86,10 @@ def test_dry_run_timeout_leaves_partial_json_then_reuses_out(tmp_path: Path) -> 
     assert first["finished"] and first["steps"][0]["reused"] is False
     assert [s["step"] for s in first["steps"]] == ["export", "torch-cpu"]
 
-    tight = _script("--out", str(out), "--step-timeout", "0.05", cwd=tmp_path)
+    # the backend gets 0.05 s, the (reused) export no limit: loading it under load can take longer
+    tight = _script(
+        "--out", str(out), "--step-timeout", "0.05", "--export-timeout", "0", cwd=tmp_path
+    )  # fmt: skip
     assert tight.returncode == 1, tight.stdout[-3000:] + tight.stderr[-3000:]
     assert "ran past its 0.05 s limit" in tight.stdout
     partial = json.loads((out / "gpu-check.json").read_text())
@@ -91,3 +97,8 @@ def test_dry_run_timeout_leaves_partial_json_then_reuses_out(tmp_path: Path) -> 
     timed_out = [b for b in partial["backends"] if "limit" in b.get("error", "")]
     assert partial["failed"] == ["torch-cpu"] and timed_out
     assert (out / "repo" / "manifest.json").is_file()
+
+    export_tight = _script("--out", str(out), "--export-timeout", "0.0001", cwd=tmp_path)
+    assert export_tight.returncode == 1, export_tight.stdout[-3000:] + export_tight.stderr[-3000:]
+    stopped = json.loads((out / "gpu-check.json").read_text())
+    assert stopped["failed"] == ["export"] and "export ran past" in stopped["error"]
