@@ -4,6 +4,12 @@ CPUExecutionProvider by default; with ``providers=None`` the CUDA EP when this o
 it; TensorRT only when asked for. Provider options (HEURISTIC conv search, arena, TensorRT fp16,
 caches and DISCO_MAX_BATCH profiles) come from `ort_providers.provider_config`. Sessions are
 built once (the API / worker lifespan owns the engine) and reused.
+
+On a GPU EP (``io_binding=None``, the default, turns it on there) the two graphs run with I/O
+binding (`ort_binding.OrtBinder`): the encoder's affinity, tokens, ... stay on the device as
+OrtValues and feed the generator directly; only hint_mask, sampled_bins and the final ab are
+copied to the host. On CPU the plain numpy `session.run` path is kept (``io_binding=True``
+forces the bound path there too, with CPU OrtValues: the tests hold it equal to the plain one).
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from .base import Encoded, generator_feeds
-from .ort_providers import provider_config
+from .ort_binding import DeviceTensor, OrtBinder
+from .ort_providers import CPU, TENSORRT, provider_config
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 TRT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "disco" / "ort-trt"
@@ -41,6 +48,14 @@ def load_manifest(model_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
+_EMPTY = np.empty(0, np.float32)
+
+
+def _on_device(x: Any) -> Any:
+    """A DeviceTensor as it is (bound in place); a host array as the generator declares it."""
+    return x if isinstance(x, DeviceTensor) else np.ascontiguousarray(x, np.float32)
+
+
 class OnnxEngine:
     name = "onnx"
 
@@ -54,6 +69,7 @@ class OnnxEngine:
         variant: str | None = None,
         max_batch: int | None = None,
         trt_cache_dir: str | Path | None = None,
+        io_binding: bool | None = None,
     ):
         import onnxruntime as ort
 
@@ -86,6 +102,16 @@ class OnnxEngine:
             sessions[graph] = ort.InferenceSession(str(files[graph]), so, providers=config)
         self.encoder, self.generator = sessions["encoder"], sessions["generator"]
         self.providers = [p for p, _ in config]
+        on_gpu = self.providers[0] != CPU
+        self.binder: OrtBinder | None = None
+        if io_binding or (io_binding is None and on_gpu):
+            gpu = [(p, o) for p, o in config if p not in (TENSORRT, CPU)]  # the gather graph
+            self.binder = OrtBinder(
+                self.encoder, self.generator,
+                device="cuda" if on_gpu else "cpu",
+                device_id=int(gpu[0][1].get("device_id", 0)) if gpu else 0,
+                providers=[*gpu, (CPU, {})],
+            )  # fmt: skip
 
     def _files(self, variant: str | None) -> dict[str, Path]:
         graphs = self.manifest["graphs"]
@@ -110,6 +136,9 @@ class OnnxEngine:
         return info
 
     def encode(self, l_norm: np.ndarray, init_idx: np.ndarray) -> Encoded:
+        if self.binder is not None:
+            named = self.binder.encode(l_norm, init_idx)
+            return Encoded(*(named[f] for f in Encoded.__dataclass_fields__))  # graph names
         outs = self.encoder.run(
             None,
             {"l_norm": np.ascontiguousarray(l_norm, np.float32),
@@ -129,6 +158,14 @@ class OnnxEngine:
         hint_mask: np.ndarray,
         hint_bins: np.ndarray,
     ) -> np.ndarray:
+        if self.binder is not None and (
+            isinstance(affinity, DeviceTensor) or isinstance(tokens, DeviceTensor)
+        ):
+            feeds: dict[str, Any] = {
+                **generator_feeds(l_norm, _EMPTY, _EMPTY, hint_mask, hint_bins)
+            }
+            feeds.update(affinity=_on_device(affinity), tokens=_on_device(tokens))
+            return self.binder.generate(feeds)
         feeds = generator_feeds(l_norm, affinity, tokens, hint_mask, hint_bins)
         (ab,) = self.generator.run(None, feeds)
         return ab
