@@ -6,11 +6,15 @@ TensorRT version and GPU they were built for (plans only load there). The encode
 k-means runs inside the plan as the `disco::DiscoKMeansAnchors` plugin
 (`tensorrt_plugin.py`), registered here before the plan is deserialized.
 
-Same API as `OnnxEngine` (numpy in, numpy out); device buffers are CuPy arrays on one CUDA
-stream per engine, calls are serialized (one execution context per graph). Batches larger than
-the plans' optimization profile are split into chunks. tensorrt and cupy are imported lazily:
-this module imports on CPU-only machines, constructing the engine there raises
-`TensorRTUnavailable`.
+Same API as `OnnxEngine`; calls are serialized (one execution context per graph) on one CUDA
+stream per engine. Every I/O tensor has a CuPy device buffer allocated once for the profile's
+max shapes, and a reusable pinned host staging buffer (`tensorrt_buffers.EngineBuffers`):
+nothing is allocated per call. The encoder's affinity, tokens, ... stay in its device buffers
+(`DeviceRows`, valid until the next encode) and are gathered on the device into the
+generator's input buffers; only hint_mask, sampled_bins, anchor_idx and ab cross to the host.
+Batches larger than the profile are split into chunks (an encode above it returns host
+arrays). tensorrt and cupy are imported lazily: this module imports on CPU-only machines,
+constructing the engine there raises `TensorRTUnavailable`.
 """
 
 from __future__ import annotations
@@ -23,12 +27,19 @@ import numpy as np
 
 from .base import Encoded
 from .onnx import ModelRepositoryError, load_manifest
+from .tensorrt_buffers import DeviceRows, EngineBuffers, StaleBuffer
 from .tensorrt_plugin import TensorRTUnavailable, import_cupy, import_tensorrt, register_plugin
 
 VARIANT = "tensorrt_fp16"
 
 
-__all__ = ["VARIANT", "TensorRTEngine", "TensorRTUnavailable", "check_compatible", "plan_files"]
+HOST_OUTPUTS = ("hint_mask", "sampled_bins", "anchor_idx")  # copied to the host per encode
+DEVICE_FEEDS = ("affinity", "tokens")  # generator inputs gathered from the encoder's buffers
+
+__all__ = [
+    "VARIANT", "StaleBuffer", "TensorRTEngine", "TensorRTUnavailable", "check_compatible",
+    "plan_files",
+]  # fmt: skip
 
 
 def plan_files(
@@ -78,9 +89,14 @@ def check_compatible(
 
 
 class _Plan:
-    """One deserialized engine with its execution context and I/O names."""
+    """One deserialized engine, its execution context, I/O names and preallocated buffers.
 
-    def __init__(self, trt: Any, runtime: Any, path: Path):
+    Buffers are sized for the profile's max shapes (inputs: `get_tensor_profile_shape`; outputs:
+    what the context reports with every input at its max) and their device addresses are given
+    to the context once; calls only set input shapes.
+    """
+
+    def __init__(self, trt: Any, runtime: Any, path: Path, *, cp: Any, stream: Any):
         self.path = path
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
@@ -93,31 +109,39 @@ class _Plan:
         self.inputs = [n for n in names if is_input[n]]
         self.outputs = [n for n in names if not is_input[n]]
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
-
-    def run(self, cp: Any, stream: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ctx, keep = self.context, []
+        max_shapes = {}
         for name in self.inputs:
-            host = np.ascontiguousarray(feeds[name], dtype=self.dtypes[name])
-            if not ctx.set_input_shape(name, host.shape):
+            max_shapes[name] = tuple(self.engine.get_tensor_profile_shape(name, 0)[2])
+            self.context.set_input_shape(name, max_shapes[name])
+        for name in self.outputs:
+            max_shapes[name] = tuple(self.context.get_tensor_shape(name))
+        import cupyx
+
+        self.buffers = EngineBuffers(
+            {n: (max_shapes[n], self.dtypes[n]) for n in names},
+            xp=cp, host_empty=lambda n, dtype: cupyx.empty_pinned((n,), dtype), stream=stream,
+        )  # fmt: skip
+        for name in names:
+            self.context.set_tensor_address(name, self.buffers.device_ptr(name))
+
+    @property
+    def max_batch(self) -> int:
+        return self.buffers.max_batch
+
+    def execute(
+        self, stream: Any, shapes: dict[str, tuple[int, ...]]
+    ) -> dict[str, tuple[int, ...]]:
+        """Run on the stream with the inputs already in their buffers -> output shapes."""
+        ctx = self.context
+        for name in self.inputs:
+            if not ctx.set_input_shape(name, shapes[name]):
                 raise ValueError(
-                    f"{self.path.name}: input {name} {host.shape} lies outside the plan's "
+                    f"{self.path.name}: input {name} {shapes[name]} lies outside the plan's "
                     "optimization profile"
                 )
-            dev = cp.empty(host.shape, host.dtype)
-            dev.set(host, stream=stream)
-            ctx.set_tensor_address(name, dev.data.ptr)
-            keep.append(dev)
-        outs = {}
-        for name in self.outputs:
-            dev = cp.empty(tuple(ctx.get_tensor_shape(name)), self.dtypes[name])
-            ctx.set_tensor_address(name, dev.data.ptr)
-            outs[name] = dev
         if not ctx.execute_async_v3(stream.ptr):
             raise RuntimeError(f"{self.path.name}: TensorRT execution failed (see its log)")
-        result = {name: dev.get(stream=stream) for name, dev in outs.items()}
-        stream.synchronize()
-        del keep  # inputs stay alive until the stream is done with them
-        return result
+        return {name: tuple(ctx.get_tensor_shape(name)) for name in self.outputs}
 
 
 class TensorRTEngine:
@@ -153,9 +177,12 @@ class TensorRTEngine:
                 register_plugin()
             self._logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(self._logger)
-            self.encoder = _Plan(trt, self._runtime, files["encoder"])
-            self.generator = _Plan(trt, self._runtime, files["generator"])
             self.stream = cp.cuda.Stream(non_blocking=True)
+            self.encoder = _Plan(trt, self._runtime, files["encoder"], cp=cp, stream=self.stream)
+            self.generator = _Plan(
+                trt, self._runtime, files["generator"], cp=cp, stream=self.stream
+            )
+        self.max_batch = min(self.max_batch, self.encoder.max_batch, self.generator.max_batch)
         self._lock = threading.Lock()
 
     @property
@@ -169,21 +196,40 @@ class TensorRTEngine:
             "providers": f"tensorrt {self.entry.get('tensorrt_version', '?')}",
         }
 
-    def _run(self, plan: _Plan, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(next(iter(feeds.values())))
-        chunks = []
-        with self._lock, self._cp.cuda.Device(self.device), self.stream:
-            for start in range(0, n, self.max_batch):
-                part = {k: v[start : start + self.max_batch] for k, v in feeds.items()}
-                chunks.append(plan.run(self._cp, self.stream, part))
-        if len(chunks) == 1:
-            return chunks[0]
-        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    def _encode_chunk(self, l_norm: np.ndarray, init_idx: np.ndarray) -> dict[str, Any]:
+        """One encoder call (n <= max_batch): host outputs copied out, the rest left on the
+        device as DeviceRows of the encoder's buffers (valid until the next encode)."""
+        buf = self.encoder.buffers
+        buf.epoch += 1  # earlier DeviceRows now refuse to read
+        buf.upload("l_norm", np.ascontiguousarray(l_norm, np.float32))
+        buf.upload("init_idx", np.ascontiguousarray(init_idx, np.int64))
+        shapes = self.encoder.execute(
+            self.stream, {"l_norm": l_norm.shape, "init_idx": init_idx.shape}
+        )
+        host = {n: buf.download(n, shapes[n]) for n in HOST_OUTPUTS if n in shapes}
+        self.stream.synchronize()
+        out: dict[str, Any] = {n: np.array(v) for n, v in host.items()}  # staging is reused
+        for name, shape in shapes.items():
+            if name not in out:
+                out[name] = DeviceRows(buf, name, shape)
+        return out
 
     def encode(self, l_norm: np.ndarray, init_idx: np.ndarray) -> Encoded:
         if len(l_norm) != len(init_idx):
             raise ValueError(f"{len(l_norm)} images but {len(init_idx)} init_idx rows")
-        outs = self._run(self.encoder, {"l_norm": l_norm, "init_idx": init_idx})
+        n = len(l_norm)
+        with self._lock, self._cp.cuda.Device(self.device), self.stream:
+            if n <= self.max_batch:
+                outs = self._encode_chunk(l_norm, init_idx)
+            else:  # above the profile: chunks, all outputs on the host (the old path)
+                parts = []
+                for start in range(0, n, self.max_batch):
+                    part = self._encode_chunk(
+                        l_norm[start : start + self.max_batch],
+                        init_idx[start : start + self.max_batch],
+                    )
+                    parts.append({k: np.asarray(v) for k, v in part.items()})
+                outs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return Encoded(*(outs[f] for f in Encoded.__dataclass_fields__))  # graph output names
 
     def generate(
@@ -194,14 +240,40 @@ class TensorRTEngine:
         hint_mask: np.ndarray,
         hint_bins: np.ndarray,
     ) -> np.ndarray:
-        feeds = {
+        feeds: dict[str, Any] = {
             "l_norm": l_norm,
             "affinity": affinity,
             "tokens": tokens,
             "hint_mask": hint_mask,
             "hint_bins": hint_bins,
         }
-        return self._run(self.generator, feeds)["ab"]
+        m = len(l_norm)
+        buf = self.generator.buffers
+        ab = None
+        with self._lock, self._cp.cuda.Device(self.device), self.stream:
+            for start in range(0, m, self.max_batch):
+                stop = min(start + self.max_batch, m)
+                shapes = {}
+                for name in self.generator.inputs:
+                    x = feeds[name]
+                    shape = (stop - start, *x.shape[1:])
+                    if isinstance(x, DeviceRows) and x.buffers is self.encoder.buffers:
+                        x.gather_into(buf.device(name, shape), start, stop)  # device -> device
+                    else:
+                        x = np.ascontiguousarray(
+                            np.asarray(x)[start:stop], self.generator.dtypes[name]
+                        )
+                        buf.upload(name, x)
+                    shapes[name] = shape
+                out_shapes = self.generator.execute(self.stream, shapes)
+                host = buf.download("ab", out_shapes["ab"])
+                self.stream.synchronize()
+                if ab is None:
+                    ab = np.empty((m, *host.shape[1:]), host.dtype)
+                ab[start:stop] = host
+        if ab is None:
+            raise ValueError("generate needs at least one row")
+        return ab
 
     def warmup(self, batch: int = 1) -> None:
         """One full pass so the first request does not pay for lazy allocations."""
@@ -210,6 +282,7 @@ class TensorRTEngine:
         l_norm = np.zeros((batch, 1, s, s), np.float32)
         enc = self.encode(l_norm, init)
         self.generate(l_norm, enc.affinity, enc.tokens, enc.hint_mask, enc.sampled_bins[:, 0])
+        self.stream.synchronize()
 
     def close(self) -> None:
         """Free the contexts and engines (the lifespan calls this on shutdown)."""
