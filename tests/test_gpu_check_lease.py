@@ -55,13 +55,37 @@ def test_write_json_is_atomic_and_rewritable(tmp_path: Path) -> None:
 
 
 def test_all_is_strict_present_is_not() -> None:
-    assert pick_backends(TORCH_ONLY) == ["torch-cuda"]
-    assert pick_backends(TORCH_ONLY, "present") == ["torch-cuda"]
+    """The lent image (torch CUDA, CuPy, CPU-only ONNX Runtime, no TensorRT) measures both torch
+    backends: fp32 eager and bf16 autocast."""
+    assert pick_backends(TORCH_ONLY) == ["torch-cuda", "torch-cuda-bf16"]
+    assert pick_backends(TORCH_ONLY, "present") == ["torch-cuda", "torch-cuda-bf16"]
+    assert pick_backends(TORCH_ONLY, "torch-cuda-bf16") == ["torch-cuda-bf16"]
+    assert pick_backends(TORCH_ONLY, "best") == ["torch-cuda"]
     with pytest.raises(ValueError, match="tensorrt, cuda not available"):
         pick_backends(TORCH_ONLY, "all")
+    with pytest.raises(ValueError, match="torch-cuda-bf16 is not available"):
+        pick_backends({**TORCH_ONLY, "torch_cuda": False}, "torch-cuda-bf16")
 
 
-@pytest.mark.parametrize("backend", ["all", "cuda", "tensorrt", "torch-cuda"])
+def test_torch_cuda_bf16_tolerance_and_options() -> None:
+    from export.gpu_check import TOL, TOL_MEAN, main, parity_verdict
+    from export.torch_engine import TorchOptions
+
+    assert TOL["torch-cuda"] < TOL["torch-cuda-bf16"] < 1
+    report = {"fixed_max_abs": 0.5, "fixed_mean_abs": 0.01, "anchor_token_overlap": 0.9}
+    assert parity_verdict(report, TOL["torch-cuda-bf16"], 0.75, TOL_MEAN["torch-cuda-bf16"]) == []
+    worse = {**report, "fixed_mean_abs": 0.05}
+    (why,) = parity_verdict(worse, TOL["torch-cuda-bf16"], 0.75, TOL_MEAN["torch-cuda-bf16"])
+    assert why.startswith("fixed-anchor mean |ab| diff 5.000e-02")
+    # what _make_engine builds for torch-cuda-bf16 with --torch-options
+    assert TorchOptions.parse(",".join(("bf16", ""))) == TorchOptions(autocast="bf16")
+    want = TorchOptions(autocast="bf16", cuda_graphs=True, kmeans="torch")
+    assert TorchOptions.parse(",".join(("bf16", "cuda-graphs,kmeans=torch"))) == want
+    with pytest.raises(SystemExit):  # argparse knows the option
+        main(["--torch-options", "x", "--help"])
+
+
+@pytest.mark.parametrize("backend", ["all", "cuda", "tensorrt", "torch-cuda", "torch-cuda-bf16"])
 def test_dry_run_missing_backend_exits_2(backend: str, capsys) -> None:
     assert main(["--cpu-dry-run", "--backend", backend]) == 2
     assert "not available" in capsys.readouterr().out

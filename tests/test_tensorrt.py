@@ -342,10 +342,10 @@ def test_gpu_check_backend_choice_and_table():
     from export.gpu_check import pick_backends, summary_table
 
     everything = {"tensorrt": True, "ort_providers": ["CUDAExecutionProvider"], "torch_cuda": True}
-    assert pick_backends(everything) == ["tensorrt", "cuda", "torch-cuda"]
+    assert pick_backends(everything) == ["tensorrt", "cuda", "torch-cuda", "torch-cuda-bf16"]
     assert pick_backends(everything, "best") == ["tensorrt"]
     torch_only = {"tensorrt": False, "ort_providers": ["CPUExecutionProvider"], "torch_cuda": True}
-    assert pick_backends(torch_only) == ["torch-cuda"]
+    assert pick_backends(torch_only) == ["torch-cuda", "torch-cuda-bf16"]
     assert pick_backends({**torch_only, "torch_cuda": False}) == []
     with pytest.raises(ValueError, match="not available"):
         pick_backends(torch_only, "tensorrt")
