@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# GPU check: export the seed-0 test weights, build what this machine can run (TensorRT fp16 if
-# tensorrt + cupy are installed, else ONNX Runtime's CUDAExecutionProvider, else the torch engine
-# on CUDA), check parity against the CPU result, and print images/s at batch 1, 8, 32, 64.
+# GPU check: export the seed-0 test weights, run every backend this machine has (TensorRT fp16 if
+# tensorrt + cupy are installed, ONNX Runtime's CUDAExecutionProvider, the torch engine on CUDA in
+# fp32 and with bf16 autocast), check parity against the CPU result, and print images/s at batch
+# 1, 8, 32, 64.
 #
+#   bash deploy/gpu-check.sh --out "$OUT/gpu-check"   # a lease: JSON after every step, reusable
 #   bash deploy/gpu-check.sh                  # on a GPU machine, from anywhere in the repo
 #   bash deploy/gpu-check.sh --cpu-dry-run    # the same logic on CPU, in seconds
 #   bash deploy/gpu-check.sh --help           # options (backend, batches, runs, tolerances)
