@@ -15,7 +15,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Encoded:
-    """One encoder pass over N images (float32 arrays, batch first)."""
+    """One encoder pass over N images (float32 arrays, batch first).
+
+    GPU engines may leave the large fields (affinity, tokens, enc_out, pal_logit, spixel_sizes)
+    on the device (`ort_binding.DeviceTensor`, `tensorrt_buffers.DeviceRows`): those have
+    `.shape`, answer an integer row index (`enc.affinity[take]`) without leaving the device,
+    and become numpy through `np.asarray` or any other indexing. hint_mask and sampled_bins are
+    always numpy. Hand them back to the same engine's `generate`.
+    """
 
     affinity: np.ndarray  # (N, 9, H, W) soft superpixel association
     tokens: np.ndarray  # (N, C, h, w) pooled feature tokens

@@ -201,8 +201,9 @@ class TensorRTEngine:
         device as DeviceRows of the encoder's buffers (valid until the next encode)."""
         buf = self.encoder.buffers
         buf.epoch += 1  # earlier DeviceRows now refuse to read
-        buf.upload("l_norm", np.ascontiguousarray(l_norm, np.float32))
-        buf.upload("init_idx", np.ascontiguousarray(init_idx, np.int64))
+        dtypes = self.encoder.dtypes
+        buf.upload("l_norm", np.ascontiguousarray(l_norm, dtypes["l_norm"]))
+        buf.upload("init_idx", np.ascontiguousarray(init_idx, dtypes["init_idx"]))
         shapes = self.encoder.execute(
             self.stream, {"l_norm": l_norm.shape, "init_idx": init_idx.shape}
         )
