@@ -239,3 +239,71 @@ def test_superpixel_labels_follow_the_affinity_slots():
     aff[4, 16:, 16:] = 0.0
     aff[0, 16:, 16:] = 1.0  # the bottom-right cell's pixels go to the cell up-left of it
     assert (superpixel_labels(aff)[16:, 16:] == 0).all()
+
+
+def test_hint_stage_trains_only_the_hint_path(tmp_path: Path):
+    """The hint stage moves trg_word_emb / hintpath / trg_word_prj and nothing else, restores
+    requires_grad, and records anchor use (non-anchor error with vs without the anchors)."""
+    from export.model.disco import Disco, DiscoConfig
+    from export.train.hint_stage import HINT_MODULES, pretrain_hint_path
+
+    photos = tdata.load_photos(_photos(tmp_path / "photos", size=96))
+    model = Disco(DiscoConfig(**{**TINY, "img_size": 64}))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bins = torch.from_numpy(np.load(ROOT / "service" / "data" / "gamut_pts.npy").astype(np.float32))
+    quiet = {"steps": 3, "log_every": 3, "log": lambda m: None}
+    hist = pretrain_hint_path(model, photos[:3], photos[3:], torch.ones(313), bins, **quiet)
+    assert [h["step"] for h in hist] == [0, 3]
+    assert all(np.isfinite(h["with_anchors"]) and np.isfinite(h["withheld"]) for h in hist)
+    after = model.state_dict()
+    moved = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert moved and moved <= set(HINT_MODULES), moved
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_train_only_freezes_the_other_modules(tmp_path: Path):
+    """--hint-steps then --train-only: stage 2 leaves repnet / wildpath as the hint stage left
+    them and trains enhanceNet."""
+    from export.model.disco import Disco
+    from export.train.train import add_spectral_norm, build_config, init_weights, make_checkpoint
+
+    # A random model whose spectral-norm vectors have converged, as in any trained checkpoint
+    # (eval-mode SN with its initial random u gives unbounded features).
+    model = add_spectral_norm(Disco(build_config(TrainConfig(data="", out="", model=TINY))))
+    init_weights(model)
+    with torch.no_grad():
+        for _ in range(20):
+            model.repnet(torch.zeros(1, 1, 64, 64))
+            model.enhanceNet(torch.zeros(1, 1 + TINY["d_model"], 64, 64))
+    torch.save(make_checkpoint(model, 0, 0.0, None), tmp_path / "init.pth.tar")
+    tc = TrainConfig(
+        init=str(tmp_path / "init.pth.tar"),
+        data=str(_photos(tmp_path / "photos")),
+        out=str(tmp_path / "run"),
+        model=TINY,
+        spix_steps=0,
+        hint_steps=2,
+        steps=2,
+        batch=2,
+        crop=64,
+        big_crop=64,
+        big_batch=1,
+        val_every=2,
+        sample_every=100,
+        ckpt_every_s=1e9,
+        threads=1,
+        train_only=("enhanceNet", "hintpath", "trg_word_emb", "trg_word_prj"),
+        val_anchor_metrics=False,
+    )
+    train(tc, progress=False)
+    run = tmp_path / "run"
+    hint = torch.load(run / "hint.pth.tar", map_location="cpu", weights_only=False)["state_dict"]
+    last = torch.load(run / "last.pth.tar", map_location="cpu", weights_only=False)
+    sd = last["state_dict"]
+    for prefix, should_move in (("repnet.", False), ("wildpath.", False), ("enhanceNet.", True)):
+        keys = [k for k in sd if k.startswith(prefix) and sd[k].is_floating_point()]
+        moved = any(not torch.equal(sd[k], hint[k]) for k in keys)
+        assert moved == should_move, prefix
+    assert any("hint_stage" in h for h in last["history"])
+    with pytest.raises(ValueError, match="no such module"):
+        train(TrainConfig(data=tc.data, out=str(tmp_path / "x"), model=TINY, train_only=("nope",)))

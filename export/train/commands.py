@@ -73,6 +73,22 @@ def train(
     hint_lr_mult: Annotated[
         float, typer.Option(help="Learning-rate multiplier of the hint embedding.")
     ] = 1.0,
+    hint_steps: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Hint-path pre-training steps before stage 2 (only the anchor transformer "
+            "trains, on cached tokens with rotated chroma, so that it spreads its anchors).",
+        ),
+    ] = 0,
+    hint_lr: Annotated[float, typer.Option(help="Adam learning rate of the hint stage.")] = 2e-3,
+    train_only: Annotated[
+        str,
+        typer.Option(
+            help="Stage 2 trains only these comma-separated top-level modules (e.g. "
+            "enhanceNet,hintpath,trg_word_emb,trg_word_prj); default: all but segnet."
+        ),
+    ] = "",
     init: Annotated[
         Path | None, typer.Option(help="Fine-tune from this checkpoint's weights.")
     ] = None,
@@ -119,6 +135,9 @@ def train(
         random_hint=random_hint,
         anchor_weight=anchor_weight,
         hint_lr_mult=hint_lr_mult,
+        hint_steps=hint_steps,
+        hint_lr=hint_lr,
+        train_only=tuple(m for m in train_only.split(",") if m),
         init=str(init) if init else None,
     )
     summary = run_training(tc, resume=resume)

@@ -87,6 +87,13 @@ class TrainConfig:
     # Learning-rate multiplier of the hint embedding (trg_word_emb): its colour columns start
     # out tiny next to the token features, and a model trained without chroma_aug ignores them.
     hint_lr_mult: float = 1.0
+    # Hint-path pre-training before stage 2 (export/train/hint_stage.py): only the anchor
+    # transformer trains, on cached tokens with rotated chroma, until it spreads its anchors.
+    hint_steps: int = 0
+    hint_lr: float = 2e-3
+    # Stage 2 trains only these top-level modules (e.g. enhanceNet + the hint path); empty: all
+    # but segnet. Frozen modules stay in eval mode (their BatchNorm statistics are kept).
+    train_only: tuple[str, ...] = ()
     val_anchor_metrics: bool = True  # oracle gain / diverse spread / hint response at each val
     init: str | None = None  # fine-tune from this checkpoint (weights only; step counter from 0)
 
@@ -395,6 +402,9 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True) -> dict[
 
     cfg = build_config(tc)
     model = add_spectral_norm(Disco(cfg))
+    unknown = set(tc.train_only) - {name for name, _ in model.named_children()}
+    if unknown:
+        raise ValueError(f"--train-only: no such module {sorted(unknown)}")
     init_weights(model)
     prior = np.load(Path(__file__).resolve().parents[2] / "service" / "data" / "gamut_probs.npy")
     bins = np.load(Path(__file__).resolve().parents[2] / "service" / "data" / "gamut_pts.npy")
@@ -433,10 +443,10 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True) -> dict[
             opt = torch.optim.Adam(params, lr=tc.spix_lr)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tc.spix_steps, tc.lr_final))
         else:
-            for p in model.parameters():
-                p.requires_grad_(True)
-            for p in model.segnet.parameters():
-                p.requires_grad_(False)
+            for name, child in model.named_children():
+                on = name in tc.train_only if tc.train_only else name != "segnet"
+                for p in child.parameters():
+                    p.requires_grad_(on)
             module = crit
             hint_emb = list(model.trg_word_emb.parameters())
             hint_ids = {id(p) for p in hint_emb}
@@ -454,6 +464,30 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True) -> dict[
                 find_unused_parameters=False,  # every trainable parameter feeds the loss
             )
         return opt, sched, module
+
+    def set_modes(stage: int) -> None:
+        """Train mode, except SpixelNet in stage 2 and the modules stage 2 does not train."""
+        model.train()
+        for name, child in model.named_children():
+            frozen = name != "segnet" and tc.train_only and name not in tc.train_only
+            if (name == "segnet" and stage == 2) or (stage == 2 and frozen):
+                child.eval()
+
+    def hint_stage() -> None:
+        """Once, before the first stage-2 step (a resumed run has its result in the weights)."""
+        if not tc.hint_steps or any("hint_stage" in h for h in history):
+            return
+        from .hint_stage import pretrain_hint_path
+
+        if world > 1:
+            raise SystemExit("--hint-steps runs in a single process; run it, then torchrun --init")
+        hist = pretrain_hint_path(
+            model, photos, val_photos, crit.class_weights, crit.bin_ab,
+            steps=tc.hint_steps, lr=tc.hint_lr, rotate=max(tc.chroma_aug, 0.9),
+            random_hint=tc.random_hint, seed=tc.seed, log=log,
+        )  # fmt: skip
+        history.append({"step": step, "hint_stage": hist})
+        save(out / "hint.pth.tar", with_opt=False)
 
     stage = 1 if step < tc.spix_steps else 2
     opt, sched, module = make_opt(stage)
@@ -488,8 +522,9 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True) -> dict[
         dynamic_ncols=False,
     )
     t_start = last_ckpt = time.time()
-    model.train()
-    model.segnet.train(stage == 1)
+    if stage == 2 and step == tc.spix_steps:
+        hint_stage()
+    set_modes(stage)
     running: dict[str, float] = {}
     n_running = 0
     t_log = time.time()
@@ -497,8 +532,9 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True) -> dict[
         if stage == 1 and step >= tc.spix_steps:
             save(out / "spixnet.pth.tar", with_opt=False)
             stage = 2
+            hint_stage()
             opt, sched, module = make_opt(stage)
-            model.segnet.eval()
+            set_modes(stage)
             log("stage 1 done: SpixelNet frozen, stage 2 starts")
         if stage == 1:
             lab = torch.from_numpy(tdata.sample_batch(photos, tc.batch, tc.crop, rng)).to(device)
@@ -547,8 +583,7 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True) -> dict[
                 v.update(
                     {f"anchor_{k_}": x for k_, x in validate_anchors(model, val_photos).items()}
                 )
-                model.train()
-                model.segnet.eval()
+            set_modes(stage)
             history.append({"step": step, "val": v})
             improved = v["loss"] < best_loss
             if improved:
@@ -561,8 +596,7 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True) -> dict[
             )
         if is_main and stage == 2 and (step % tc.sample_every == 0 or step == total):
             write_samples(model, val_photos, out / "samples" / f"step{step:06d}.png")
-            model.train()
-            model.segnet.eval()
+            set_modes(stage)
         if time.time() - last_ckpt > tc.ckpt_every_s or step == total:
             save(last)
             last_ckpt = time.time()
