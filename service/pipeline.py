@@ -25,6 +25,7 @@ from service.hints import Hint, hints_to_arrays
 from service.params import MAX_ANCHORS, MAX_DIVERSE
 
 Size = Literal["original", "model"]
+COMPOSE_PLANE_BYTES = 128 << 20  # full-resolution ab planes compose_many holds at once
 
 
 def seed_from_bytes(data: bytes) -> int:
@@ -126,7 +127,14 @@ def compose_many(job: Job, l_norm: np.ndarray, ab_norm: np.ndarray) -> list[np.n
     l_full = colorspace.lightness(job.rgb)
     up = colorspace.AbUpsampler(l_full, ab_norm.shape[-2:])
     scale = np.float32(AB_SCALE)
-    return colorspace.lab_to_srgb_uint8_many(l_full, [up(ab * scale) for ab in ab_norm])
+    # Full-resolution ab planes (8 bytes a pixel) go to the Lab -> sRGB conversion a group at
+    # a time, so K = 10 results of a 40 MP photo never hold 10 of them at once.
+    group = max(1, COMPOSE_PLANE_BYTES // (8 * l_full.size))
+    images: list[np.ndarray] = []
+    for k in range(0, len(ab_norm), group):
+        planes = [up(ab * scale) for ab in ab_norm[k : k + group]]
+        images += colorspace.lab_to_srgb_uint8_many(l_full, planes)
+    return images
 
 
 class Timer:

@@ -203,3 +203,22 @@ def test_compose_many_equals_old_compose(shape: tuple[int, int], size: str) -> N
         want = _old_compose(job, l_norm, ab[k])
         _assert_equal(got[k], want)
         _assert_equal(pipeline.compose(job, l_norm, ab[k]), want)
+
+
+def test_compose_many_in_groups_equals_all_at_once(monkeypatch) -> None:
+    """A small plane budget (one plane per group) gives the same images as one group."""
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (90, 140, 3), dtype=np.uint8)
+    job = pipeline.Job(rgb, count=4)
+    l_norm = cs.preprocess(rgb)[0]
+    ab = np.tanh(rng.normal(0, 0.5, (4, 2, 256, 256))).astype(np.float32)
+    together = pipeline.compose_many(job, l_norm, ab)
+    monkeypatch.setattr(pipeline, "COMPOSE_PLANE_BYTES", 8 * 90 * 140 * 2)  # groups of 2
+    pairs = pipeline.compose_many(job, l_norm, ab)
+    monkeypatch.setattr(pipeline, "COMPOSE_PLANE_BYTES", 1)  # one at a time
+    single = pipeline.compose_many(job, l_norm, ab)
+    assert len(together) == len(pairs) == len(single) == 4
+    for a, b, c, k in zip(together, pairs, single, range(4), strict=True):
+        _assert_equal(b, a)
+        _assert_equal(c, a)
+        _assert_equal(a, _old_compose(job, l_norm, ab[k]))
