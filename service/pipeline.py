@@ -25,6 +25,7 @@ from service.hints import Hint, hints_to_arrays
 from service.params import MAX_ANCHORS, MAX_DIVERSE
 
 Size = Literal["original", "model"]
+COMPOSE_PLANE_BYTES = 128 << 20  # full-resolution ab planes compose_many holds at once
 
 
 def seed_from_bytes(data: bytes) -> int:
@@ -114,11 +115,26 @@ def describe_anchors(mask: np.ndarray, bins: np.ndarray) -> list[Anchor]:
 
 def compose(job: Job, l_norm: np.ndarray, ab_norm: np.ndarray) -> np.ndarray:
     """Model ab -> sRGB image: the input's full-res L + edge-aware upsampled ab, or official 256."""
+    return compose_many(job, l_norm, ab_norm[None])[0]
+
+
+def compose_many(job: Job, l_norm: np.ndarray, ab_norm: np.ndarray) -> list[np.ndarray]:
+    """:func:`compose` for the K results (K, 2, S, S) of one job: the per-image work (the
+    full-resolution L, the upsampler's guide, the L-only part of Lab -> sRGB) is done once,
+    not once per result; each image equals ``compose(job, l_norm, ab_norm[k])``."""
     if job.size == "model":
-        return colorspace.official_postprocess(l_norm, ab_norm)
+        return [colorspace.official_postprocess(l_norm, ab) for ab in ab_norm]
     l_full = colorspace.lightness(job.rgb)
-    ab_full = colorspace.upsample_ab(ab_norm * np.float32(AB_SCALE), l_full)
-    return colorspace.lab_to_srgb_uint8(l_full, ab_full)
+    up = colorspace.AbUpsampler(l_full, ab_norm.shape[-2:])
+    scale = np.float32(AB_SCALE)
+    # Full-resolution ab planes (8 bytes a pixel) go to the Lab -> sRGB conversion a group at
+    # a time, so K = 10 results of a 40 MP photo never hold 10 of them at once.
+    group = max(1, COMPOSE_PLANE_BYTES // (8 * l_full.size))
+    images: list[np.ndarray] = []
+    for k in range(0, len(ab_norm), group):
+        planes = [up(ab * scale) for ab in ab_norm[k : k + group]]
+        images += colorspace.lab_to_srgb_uint8_many(l_full, planes)
+    return images
 
 
 class Timer:
@@ -171,9 +187,14 @@ def run(engine: Engine, jobs: Sequence[Job], timer: Timer | None = None) -> list
         raise RuntimeError(f"engine returned {ab.shape[0]} generator rows for {len(rows)}")
     results: list[list[Output]] = [[] for _ in jobs]
     with timer("compose"):
-        for r, i in enumerate(rows):
-            image = compose(jobs[i], l_norm[i], ab[r])
-            results[i].append(Output(image, ab[r], describe_anchors(mask_rows[r], bin_rows[r])))
+        first = 0
+        for i, job in enumerate(jobs):  # a job's rows are consecutive
+            n = rows.count(i)
+            images = compose_many(job, l_norm[i], ab[first : first + n])
+            for r, image in zip(range(first, first + n), images, strict=True):
+                anchors = describe_anchors(mask_rows[r], bin_rows[r])
+                results[i].append(Output(image, ab[r], anchors))
+            first += n
     return results
 
 

@@ -98,3 +98,44 @@ def test_cupy_matches_reference_on_gpu() -> None:
     got = locate_anchors_xp(cupy.asarray(enc_out), cupy.asarray(sizes), cupy.asarray(init))
     labels = cupy.asnumpy(got[2])
     assert (labels == want[2]).mean() > 0.99
+
+
+def _reference_iterations(x: np.ndarray, init: np.ndarray, tol: float) -> int:
+    """Fewest iterations after which the reference's labels stop changing (<= 20)."""
+    want = ref.kmeans(x, init, iters=20, tol=tol)
+    return next(i for i in range(1, 21) if np.array_equal(ref.kmeans(x, init, i, tol), want))
+
+
+@pytest.mark.parametrize("case", range(60))
+def test_early_stop_equals_reference(case: int) -> None:
+    """The host early stop (all rows done) against the reference's full 20 iterations: clustered
+    and unclustered tokens, batches 1..6, K 1..64, mixed K padding, tol 1e-4 and looser."""
+    rng = np.random.default_rng(9000 + case)
+    n = int(rng.integers(1, 7))
+    if case % 3 == 2:
+        enc_out = rng.normal(size=(n, 64, 256)).astype(np.float32)
+        sizes = (rng.integers(0, 9, (n, 256)) / 4.0).astype(np.float32)
+    else:
+        enc_out, sizes = _clustered(rng, n)
+    k = int(rng.choice([1, 2, 3, 8, 16, 64]))
+    init = np.full((n, k), -1, np.int64)
+    for row in range(n):
+        kr = k if case % 2 else int(rng.integers(1, k + 1))
+        init[row, :kr] = ref.init_indices(int(rng.integers(0, 2**31)), kr)
+    tol = float(rng.choice([1e-4, 1e-4, 1e-2, 1.0]))
+    want = ref.locate_anchors(enc_out, sizes, init, iters=20, tol=tol)
+    _assert_same(locate_anchors_xp(enc_out, sizes, init, tol=tol, early_stop=True), want)
+    _assert_same(locate_anchors_xp(enc_out, sizes, init, tol=tol, early_stop=False), want)
+
+
+def test_early_stop_is_exercised() -> None:
+    """Clustered tokens converge well before 20 iterations, so the early exit is taken."""
+    rng = np.random.default_rng(21)
+    enc_out, sizes = _clustered(rng, 1)
+    init = ref.init_indices(4, 8)[None]
+    x = enc_out.transpose(0, 2, 1)
+    assert _reference_iterations(x, init, 1e-4) < 20
+    _assert_same(
+        locate_anchors_xp(enc_out, sizes, init, early_stop=True),
+        ref.locate_anchors(enc_out, sizes, init),
+    )
