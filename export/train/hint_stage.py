@@ -184,9 +184,10 @@ def pretrain_hint_path(
         sched.step()
         if step % log_every == 0 or step == steps:
             use = anchor_use(model, val, bin_ab, 1.0)
-            history.append({"step": step, "loss": float(loss.detach()), **use})
+            value = float(loss.detach())
+            history.append({"step": step, "loss": value, **use})
             log(
-                f"hint stage step {step}/{steps}: loss {float(loss.detach()):.3f}, non-anchor error "
+                f"hint stage step {step}/{steps}: loss {value:.3f}, non-anchor error "
                 f"{use['with_anchors']:.1f} with anchors vs {use['withheld']:.1f} withheld "
                 f"(Lab, rotated val crops) {(time.time() - t0) / step:.2f}s/step"
             )
