@@ -90,6 +90,7 @@ def _training_facts(run: Path) -> dict[str, Any]:
         "val_curve": [(h["step"], h["val"]["loss"]) for h in val_rows],
         "last_train": train_rows[-1] if train_rows else {},
         "config": best["config"],
+        "hint_stage": next((h["hint_stage"] for h in hist if "hint_stage" in h), []),
     }
 
 
@@ -109,11 +110,30 @@ def _manifest_table(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _anchor_training(tc: dict[str, Any]) -> str:
+def _anchor_training(tc: dict[str, Any], hint_stage: list[dict[str, Any]] = ()) -> str:
     """The card's lines on what made the generator follow its anchors (empty if not used)."""
     lines = []
     if tc.get("init"):
         lines.append(f"Fine-tuned from `{tc['init']}` (the earlier demo weights).")
+    if tc.get("hint_steps"):
+        first, last = (hint_stage[0], hint_stage[-1]) if hint_stage else ({}, {})
+        measured = (
+            f" Non-anchor token error on rotated validation crops (Lab units): "
+            f"{first['with_anchors']:.1f} with the anchors vs {first['withheld']:.1f} withheld "
+            f"before, {last['with_anchors']:.1f} vs {last['withheld']:.1f} after."
+            if last
+            else ""
+        )
+        lines.append(
+            f"Hint-path pre-training (`export/train/hint_stage.py`), before stage 2: "
+            f"{tc['hint_steps']} steps in which only `trg_word_emb`, `hintpath` and `trg_word_prj` "
+            f"train (Adam {tc.get('hint_lr')}), on cached SpixelNet + repnet tokens of random "
+            "crops with the ab plane of 90% of the images rotated, so the cross-entropy can only "
+            "fall by reading the anchors." + measured
+        )
+    if tc.get("train_only"):
+        names = ", ".join(f"`{m}`" for m in tc["train_only"])
+        lines.append(f"Stage 2 trains only {names}; the other modules stay frozen.")
     if tc.get("chroma_aug"):
         lo, hi = tc.get("sat_range", (0.6, 1.6))
         lines.append(
@@ -193,9 +213,19 @@ def write_card(
         ]
     )
     header = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in facts_rows)
+    if tc.get("spix_steps"):
+        stage1 = (
+            f"SpixelNet alone, {tc.get('spix_steps')} steps, official L_spix (10 * ab + 0.003 * "
+            f"position reconstruction), Adam {tc.get('spix_lr')} with linear decay."
+        )
+    else:
+        stage1 = "none in this run: SpixelNet comes with the initial weights."
+    only = tc.get("train_only") or ()
+    stage2_trains = "only " + ", ".join(f"`{m}`" for m in only) if only else "everything else"
+    lineage = f"{facts['lineage']}\n\n" if facts.get("lineage") else ""
     text = f"""# disco-demo: the bundled, width-reduced DISCO model
 
-A small DISCO colorization model trained **on this project's 2-core CPU in about two hours**
+A small DISCO colorization model trained **on this project's 2-core CPU in a few hours**
 from {manifest["counts"]["train"]} photographs. It exists so that `make serve` and the demo
 colorize out of the box without downloading anything. It is **not** the paper's model: for
 production quality use the official `disco-beta.pth.tar` (see the README).
@@ -221,9 +251,8 @@ Held-out photos: {heldout}.
 
 `{facts.get("command", "disco train")}`
 
-* Stage 1: SpixelNet alone, {tc.get("spix_steps")} steps, official L_spix (10 * ab + 0.003 *
-  position reconstruction), Adam {tc.get("spix_lr")} with linear decay.
-* Stage 2: SpixelNet frozen; everything else trained with the paper's objective, teacher-forced
+{lineage}* Stage 1: {stage1}
+* Stage 2: SpixelNet frozen; {stage2_trains} trained with the paper's objective, teacher-forced
   as the official code: anchors from k-means over the ground-truth superpixel chroma tokens
   (K = {tc.get("k_min")}..{tc.get("k_max")} per 128 px batch, up to {2 * tc.get("k_max", 8)} on
   256 px batches; {int(100 * tc.get("random_hint", 0))}% of batches with random anchor sites),
@@ -234,10 +263,10 @@ Held-out photos: {heldout}.
   linear decay, grad-norm clip {tc.get("clip")}, batch {tc.get("batch")} x {tc.get("crop")} px
   random crops ({int(100 * tc.get("big_fraction", 0))}% of the steps: batch
   {tc.get("big_batch")} x {tc.get("big_crop")} px, the serving token grid), random rescale and
-  horizontal flips.{_anchor_training(tc)}
+  horizontal flips.{_anchor_training(tc, facts.get("hint_stage", []))}
 * Ran {facts["steps_done"]} steps in total (both stages) in about
   {facts["train_minutes"]:.0f} minutes of wall time on the 2-core CPU, shared with other jobs
-  (2 torch threads, then 1);
+  ({tc.get("threads")} torch threads);
   the shipped weights are from step {facts["best_step"]}, the best validation loss
   ({val.get("loss", float("nan")):.3f}; pal CE {val.get("ce_pal", float("nan")):.3f},
   token accuracy {val.get("acc_pal", float("nan")):.3f}, ab L1 {val.get("l1", float("nan")):.4f}).
@@ -354,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dest", type=Path, default=Path("models/disco-demo"))
     ap.add_argument("--checkpoint", default="best.pth.tar", help="file in RUN to ship")
     ap.add_argument("--command", default=None, help="training command line for the card")
+    ap.add_argument("--lineage", default=None, help="where the --init weights came from")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
 
@@ -386,6 +416,7 @@ def main(argv: list[str] | None = None) -> None:
         f"--spix-steps {facts['train_config'].get('spix_steps')} "
         f"--steps {facts['train_config'].get('steps')}"
     )
+    facts["lineage"] = args.lineage
     manifest = json.loads((args.photos / "manifest.json").read_text())
     card = write_card(dest, ckpt_path, facts, result, manifest, name)
     (dest / "metrics.json").write_text(json.dumps(result.to_dict(), indent=1))
