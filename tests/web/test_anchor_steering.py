@@ -54,11 +54,6 @@ def _far_colour(ab: np.ndarray, lightness: float) -> tuple[str, np.ndarray]:
     return best[1], best[2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #13: the bundled disco-demo ignores its anchors (measured: moves 0.00 of the "
-    "way); strict, so a model that follows them turns this into an XPASS to remove the mark",
-)
 def test_recoloured_anchor_steers_its_region(browser, bundled_server, photos_dir, artifacts_dir):
     from playwright.sync_api import expect
 
