@@ -306,7 +306,7 @@ result with the true colours as hints at the automatic anchors, and the original
 
 ## Limits
 
-* Trained on {manifest["counts"]["train"]} photos for about two CPU hours. It has learnt broad
+* Trained on {manifest["counts"]["train"]} photos for a few CPU hours. It has learnt broad
   priors (warm fur, skin and wood; blue dusk skies and water), not object semantics: it is
   right on some photos and confidently wrong on others (orange where the truth is blue, a lime
   patch on a blurred background), and colour bleeds across borders. The pixel metrics reward
