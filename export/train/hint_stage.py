@@ -28,6 +28,7 @@ from export.model.superpixel import sine_position_encoding, sp_pool, spixel_size
 
 from . import data as tdata
 from .losses import nearest_bins, weighted_ce
+from .train import chroma_transform
 
 HINT_MODULES = ("trg_word_emb", "hintpath", "trg_word_prj")
 
@@ -74,14 +75,8 @@ def cache_tokens(
 
 def rotate_chroma(chroma: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     """Per image, with probability p, rotate the ab plane by a random angle and scale it by a
-    random saturation in [0.6, 1.6]; (N, L, 2) ab / 110, clamped to the valid range."""
-    n = len(chroma)
-    theta = torch.rand(n, generator=gen) * 2 * torch.pi
-    scale = 0.6 + torch.rand(n, generator=gen)
-    on = (torch.rand(n, generator=gen) < p).float()
-    theta, scale = (theta * on).to(chroma), (scale * on + 1 - on).to(chroma)
-    c, s = torch.cos(theta) * scale, torch.sin(theta) * scale
-    rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+    random saturation in [0.6, 1.6] (stage 2's chroma augmentation); (N, L, 2) ab / 110."""
+    rot = chroma_transform(len(chroma), p, (0.6, 1.6), chroma.device, gen).to(chroma)
     return torch.einsum("nij,nlj->nli", rot, chroma).clamp(-1.0, 1.0)
 
 

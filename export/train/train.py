@@ -161,14 +161,26 @@ def inference_model(train_model: Disco, size: int = SERVE_SIZE) -> Disco:
 # The stage-2 step as a module (so DDP sees one forward)
 # ------------------------------------------------------------------------------------------------
 def chroma_transform(
-    n: int, p: float, sat_range: tuple[float, float], device: torch.device
+    n: int,
+    p: float,
+    sat_range: tuple[float, float],
+    device: torch.device,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Per-image 2x2 ab maps: with probability p a random rotation times a saturation scale,
     else the identity (N, 2, 2)."""
-    theta = torch.rand(n, device=device) * 2 * math.pi
+
+    def rand() -> torch.Tensor:
+        return (
+            torch.rand(n, generator=generator).to(device)
+            if generator is not None
+            else torch.rand(n, device=device)
+        )
+
+    theta = rand() * 2 * math.pi
     lo, hi = sat_range
-    scale = lo + (hi - lo) * torch.rand(n, device=device)
-    on = (torch.rand(n, device=device) < p).float()
+    scale = lo + (hi - lo) * rand()
+    on = (rand() < p).float()
     theta, scale = theta * on, scale * on + (1 - on)
     c, s_ = torch.cos(theta) * scale, torch.sin(theta) * scale
     return torch.stack([torch.stack([c, -s_], -1), torch.stack([s_, c], -1)], -2)
