@@ -66,8 +66,9 @@ PARITY_IMAGES = 8
 # max |ab| (ab/110) of the fixed-anchor generator output against CPU fp32. torch-cuda-bf16: bf16
 # keeps 8 mantissa bits (fp16 11). Measured on CPU (bf16 autocast against fp32, torch 2.13,
 # 2026-12-03) with this script's seed-0 weights and 8 parity images: max 0.481, mean 0.0103
-# (random weights amplify rounding; the demo checkpoint gives max 0.071, mean 0.0029, see
-# tests/test_torch_engine_options.py). Hence a loose max and a mean limit (TOL_MEAN) beside it.
+# (random weights amplify rounding; the demo checkpoint gives mean 0.0025, max 0.31 at a few
+# edge pixels, see tests/test_torch_engine_options.py). Hence a loose max and a mean limit
+# (TOL_MEAN) beside it.
 TOL = {
     "tensorrt": 5e-2,
     "cuda": 1e-2,

@@ -1,9 +1,10 @@
 """Speed options of the torch engine (export/torch_engine.py): parsing, bf16 autocast on CPU,
 the DLPack k-means bridge, and the CUDA-only options (skipped here with the reason).
 
-bf16 tolerance: on the committed demo checkpoint and the two test photos, bf16 autocast against
-fp32 measured max |ab| 0.071 and mean |ab| 0.0029 (ab / 110 units; torch 2.13 CPU, 2026-12-03);
-the test allows max 0.15 and mean 0.01, about 2x and 3x that.
+bf16 tolerance: on the committed (anchor-following) demo checkpoint and the test photos, bf16
+autocast against fp32 measured ab-PSNR 48.8 dB, mean |ab| 0.0025, 99.9th percentile 0.096 and
+max 0.31 at a few edge pixels (ab / 110 units; torch 2.13 CPU, 2026-12-03; the earlier demo
+model: max 0.071, mean 0.0029). The test asks for >= 45 dB, mean <= 0.01, 99.9th pct <= 0.15.
 """
 
 from __future__ import annotations
