@@ -14,7 +14,12 @@ from export.model.checkpoint import (  # noqa: E402
     tensor_sha256_16,
 )
 from export.model.disco import Disco, DiscoConfig, disco, disco_demo  # noqa: E402
-from export.model.superpixel import sine_position_encoding, sp_diffuse, sp_pool  # noqa: E402
+from export.model.superpixel import (  # noqa: E402
+    sine_position_encoding,
+    sp_diffuse,
+    sp_pool,
+    spixel_sizes,
+)
 from service.gamut import q_to_ab  # noqa: E402
 
 IMAGES = ["astronaut", "coffee"]
@@ -135,7 +140,21 @@ def test_fixed_intermediates(fixed_run, key):
 
 def test_fixed_outputs(fixed_run):
     v, ours = fixed_run
-    np.testing.assert_array_equal(ours["spixel_sizes"], v["spixel_sizes"])
+    # The hard assignment is an argmax over 9 slots: exact on the reference affinity, and ours may
+    # differ only at pixels whose top two slots tie within float noise (SIMD width changes the
+    # last bits: AVX2 and AVX-512 CPUs flip 1-2 such pixels of 65536).
+    ref_aff = v["affinity_map"]
+    np.testing.assert_array_equal(spixel_sizes(torch.from_numpy(ref_aff)), v["spixel_sizes"])
+
+    def hard(a):
+        return a == a.max(1, keepdims=True)
+
+    flipped = (hard(ours["affinity_map"]) != hard(ref_aff)).any(1)
+    top2 = np.sort(ref_aff, axis=1)[:, -2:]
+    gap = (top2[:, 1] - top2[:, 0])[flipped]
+    assert gap.max(initial=0.0) <= 2 * INTERMEDIATE_TOL, f"{flipped.sum()} pixels, gap {gap.max()}"
+    moved = np.abs(ours["spixel_sizes"] - v["spixel_sizes"]).sum() * 256
+    assert moved <= 2 * flipped.sum(), f"sizes moved by {moved} pixels, {flipped.sum()} flipped"
     assert np.abs(ours["enhance_raw"] - v["enhance_raw"]).max() <= 1e-3
     for key in ("final_ab", "generate"):
         diff = np.abs(ours[key] - v["final_ab"])
