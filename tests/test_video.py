@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service import colorspace
 from service.settings import BUNDLED_MODEL_DIR
 from service.video import colorize, io, metrics, synthetic
 
@@ -49,7 +50,7 @@ def test_flicker_is_low_on_pure_motion_high_on_colour_noise(photo: np.ndarray) -
 
 def test_cut_detector(photo: np.ndarray) -> None:
     a, b = synthetic.pan_frames(photo, n=2, size=64)
-    lab = [colorize.colorspace.preprocess(x)[0, 0] for x in (a, b)]
+    lab = [colorspace.preprocess(x)[0, 0] for x in (a, b)]
     assert not colorize.is_cut(lab[0], lab[1])
     assert colorize.is_cut(lab[0], -np.ones_like(lab[1]))
 
@@ -61,3 +62,15 @@ def test_bad_input_is_a_video_error(tmp_path: Path) -> None:
         io.probe(junk)
     with pytest.raises(io.VideoError):
         list(io.frames(junk))
+
+
+def test_anchored_flickers_less_than_per_frame_and_keeps_colour(tmp_path: Path, photo) -> None:
+    """The issue's target on one synthetic pan (the full table: tools/video_flicker.py)."""
+    from service.engine.onnx import OnnxEngine
+
+    src = synthetic.write_clip(tmp_path / "pan.mp4", synthetic.pan_frames(photo, n=16, size=96))
+    eng = OnnxEngine(BUNDLED_MODEL_DIR)
+    ind = metrics.flicker(list(colorize.colorize_independent(eng, io.frames(src))))
+    anc = metrics.flicker(list(colorize.AnchoredColorizer(eng).colorize(io.frames(src))))
+    assert anc["flicker_ab"] < 0.6 * ind["flicker_ab"], (anc, ind)
+    assert anc["colourfulness"] > 0.95 * ind["colourfulness"], (anc, ind)

@@ -1,6 +1,7 @@
 """Compare per-frame independent colorization with the anchored pipeline on synthetic clips.
 
 Usage: .venv/bin/python tools/video_flicker.py [--frames 24] [--size 96]
+    [--photos astronaut chelsea] [--candidates 4] [--fade 0.9]
 """
 
 from __future__ import annotations
@@ -23,17 +24,26 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--candidates", type=int, default=4, help="keyframe candidates per shot")
+    ap.add_argument(
+        "--photos", nargs="*", default=["astronaut", "chelsea"], help="tests/data/photos stems"
+    )
+    ap.add_argument("--fade", type=float, default=0.9, help="re-key below this x key colour")
     args = ap.parse_args()
     eng = OnnxEngine(BUNDLED_MODEL_DIR)
     with tempfile.TemporaryDirectory() as tmp:
-        for photo_path in sorted(PHOTOS.glob("*.jpg"))[:2]:
+        for photo_path in (PHOTOS / f"{stem}.jpg" for stem in args.photos):
             photo = np.asarray(Image.open(photo_path).convert("RGB"))
             for name, kw in (("pan", {"step": 2.0}), ("zoom", {"step": 0.0, "zoom": 0.01})):
                 clip = synthetic.pan_frames(photo, n=args.frames, size=args.size, **kw)
                 src = synthetic.write_clip(Path(tmp) / "c.mp4", clip)
                 ind = metrics.flicker(list(colorize.colorize_independent(eng, io.frames(src))))
                 anc = metrics.flicker(
-                    list(colorize.AnchoredColorizer(eng).colorize(io.frames(src)))
+                    list(
+                        colorize.AnchoredColorizer(
+                            eng, candidates=args.candidates, fade=args.fade
+                        ).colorize(io.frames(src))
+                    )
                 )
                 ratio = anc["flicker_ab"] / ind["flicker_ab"]
                 print(f"{photo_path.stem:10s} {name:4s} flicker per-frame {ind['flicker_ab']:.3f} "

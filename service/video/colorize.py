@@ -7,10 +7,10 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from service import colorspace
-from service.engine.base import Engine
-from service.pipeline import Job, Timer, compose, encode_batch, run
-from service.video.flow import flow, to_gray
+from service.engine.base import Encoded, Engine
+from service.pipeline import Job, Output, Timer, compose, encode_batch, run
+from service.video.flow import flow, reliable, to_gray, warp
+from service.video.metrics import colourfulness
 
 CELL = 16  # pixels per token at model resolution
 
@@ -31,60 +31,112 @@ def _move(points: np.ndarray, fwd: np.ndarray) -> np.ndarray:
 
 
 class AnchoredColorizer:
-    """Streams frames through the engine in batches with temporally tracked anchors."""
+    """Streams frames through the engine in batches with temporally tracked anchors.
 
-    def __init__(self, engine: Engine, anchors: int = 8, batch_size: int = 8, seed: int = 0):
+    Per shot: the keyframe's automatic anchors (the most colourful of `candidates` k-means
+    draws) are moved by optical flow and go in as hints with the keyframe's colours. The model
+    ab of each hinted frame is then blended with the previous frame's, warped by the flow, on
+    pixels where the flow is forward-backward consistent (weight `carry`). A hinted frame whose
+    colourfulness fell below `fade` x its keyframe's (the anchors that carried the shot's colour
+    have left, as in a pan) becomes a keyframe itself.
+    """
+
+    def __init__(self, engine: Engine, anchors: int = 8, batch_size: int = 8, seed: int = 0,
+                 candidates: int = 4, fade: float = 0.9, carry: float = 0.5):  # fmt: skip
         self.engine, self.anchors, self.batch_size, self.seed = engine, anchors, batch_size, seed
-        self._gray: np.ndarray | None = None
+        self.candidates, self.fade, self.carry = candidates, fade, carry
+        self._gray: np.ndarray | None = None  # previous frame: flow input, L, model ab
         self._l: np.ndarray | None = None
-        self._points = np.zeros((0, 2), np.float32)
+        self._ab: np.ndarray | None = None
+        self._points = np.zeros((0, 2), np.float32)  # tracked anchors: x, y at model scale
         self._bins = np.zeros(0, np.int64)
+        self._n_key, self._key_colour = 0, 0.0
 
-    def _keyframe(self, job: Job, l_norm: np.ndarray) -> np.ndarray:
-        out = run(self.engine, [job])[0][0]
+    def _keyframe(self, job: Job) -> Output:
+        """The shot's colours: of `candidates` automatic results (k-means seeds seed, seed+1, ..,
+        one batch), the most colourful. Per-frame results swing widely as k-means moves its
+        sites; the first frame's alone would lock a shot to whatever that draw gave."""
+        seeds = range(self.seed, self.seed + self.candidates)
+        jobs = [Job(job.rgb, seed=s, anchors=self.anchors) for s in seeds]
+        out = max((o[0] for o in run(self.engine, jobs)), key=lambda o: colourfulness(o.image))
         self._points = np.array([[(a.col + 0.5) * CELL, (a.row + 0.5) * CELL] for a in out.anchors],
                                 np.float32).reshape(-1, 2)  # fmt: skip
         self._bins = np.array([a.bin for a in out.anchors], np.int64)
-        return out.image
+        self._n_key, self._key_colour = len(self._bins), colourfulness(out.image)
+        return out
 
     def _hint_rows(self, grid: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tracked anchors -> (mask, bins) over the token grid; anchors that left the frame or
+        landed in an already taken cell are dropped for good (the shot keeps the first)."""
         mask = np.zeros(grid * grid, np.float32)
         bins = np.zeros(grid * grid, np.int64)
-        for (x, y), b in zip(self._points, self._bins, strict=True):
+        keep = np.zeros(len(self._points), bool)
+        for j, ((x, y), b) in enumerate(zip(self._points, self._bins, strict=True)):
             c, r = int(x // CELL), int(y // CELL)
             if 0 <= r < grid and 0 <= c < grid and not mask[r * grid + c]:
-                mask[r * grid + c], bins[r * grid + c] = 1.0, b
+                mask[r * grid + c], bins[r * grid + c], keep[j] = 1.0, b, True
+        self._points, self._bins = self._points[keep], self._bins[keep]
         return mask, bins
 
+    def _carry(self, ab: np.ndarray, prev_ab: np.ndarray, fwd: np.ndarray, bwd: np.ndarray):
+        """Blend model ab (2, S, S) with the previous frame's, warped into this frame."""
+        ok = reliable(bwd, fwd)  # bwd: this frame -> previous
+        warped = warp(np.ascontiguousarray(prev_ab.transpose(1, 2, 0)), bwd).transpose(2, 0, 1)
+        return np.where(ok, self.carry * warped + (1.0 - self.carry) * ab, ab).astype(ab.dtype)
+
     def _batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        jobs = [Job(f, seed=self.seed, anchors=self.anchors) for f in frames]
-        l_all = np.concatenate([colorspace.preprocess(f) for f in frames])
+        jobs = [Job(f, seed=self.seed, anchors=1) for f in frames]  # hint rows need no k-means
+        l_all, enc = encode_batch(self.engine, jobs, Timer())
         images: list[np.ndarray | None] = [None] * len(frames)
+        start = 0
+        while start < len(frames):
+            start = self._span(jobs, l_all, enc, images, start)
+        return [im for im in images if im is not None]
+
+    def _span(self, jobs: list[Job], l_all: np.ndarray, enc: Encoded,
+              images: list[np.ndarray | None], start: int) -> int:  # fmt: skip
+        """Frames start.. of a batch: keyframes where a shot starts, the others as one
+        generator batch of tracked hints; returns the frame to continue from (after a fade)."""
         rows: list[int] = []
         masks, bins = [], []
+        flows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        abs_: dict[int, np.ndarray | None] = {start - 1: self._ab}
         grid = l_all.shape[-1] // CELL
-        for i, job in enumerate(jobs):
+        for i in range(start, len(jobs)):
             gray = to_gray(l_all[i, 0])
-            if self._l is None or is_cut(self._l, l_all[i, 0]) or not len(self._points):
-                images[i] = self._keyframe(job, l_all[i])
-            else:
-                self._points = _move(self._points, flow(self._gray, gray))
+            cut = self._l is None or is_cut(self._l, l_all[i, 0]) or not len(self._points)
+            if not cut:
+                assert self._gray is not None
+                fwd = flow(self._gray, gray)
+                self._points = _move(self._points, fwd)
                 m, b = self._hint_rows(grid)
-                if not m.any():  # every anchor left the frame: start a new shot
-                    images[i] = self._keyframe(job, l_all[i])
-                else:
-                    rows.append(i)
-                    masks.append(m)
-                    bins.append(b)
+                cut = len(self._points) * 2 < self._n_key  # content moved on: decide anew
+            if cut:
+                out = self._keyframe(jobs[i])
+                images[i], abs_[i] = out.image, out.ab_norm
+            else:
+                rows.append(i)
+                masks.append(m)
+                bins.append(b)
+                flows[i] = fwd, flow(gray, self._gray)
             self._gray, self._l = gray, l_all[i, 0]
         if rows:
-            sub = [jobs[i] for i in rows]
-            l_norm, enc = encode_batch(self.engine, [Job(j.rgb, anchors=1) for j in sub], Timer())
-            ab = self.engine.generate(l_norm, enc.affinity, enc.tokens,
+            take = np.asarray(rows)
+            ab = self.engine.generate(l_all[take], enc.affinity[take], enc.tokens[take],
                                       np.stack(masks), np.stack(bins))  # fmt: skip
             for r, i in enumerate(rows):
-                images[i] = compose(jobs[i], l_norm[r], ab[r])
-        return [im for im in images if im is not None]
+                prev = abs_.get(i - 1)
+                abs_[i] = ab[r] if prev is None else self._carry(ab[r], prev, *flows[i])
+                images[i] = compose(jobs[i], l_all[i], abs_[i])
+                if colourfulness(images[i]) < self.fade * self._key_colour:
+                    out = self._keyframe(jobs[i])
+                    images[i], abs_[i] = out.image, out.ab_norm
+                    self._gray, self._l, self._ab = to_gray(l_all[i, 0]), l_all[i, 0], abs_[i]
+                    for j in range(i + 1, len(jobs)):
+                        images[j] = None
+                    return i + 1
+        self._ab = abs_[len(jobs) - 1]
+        return len(jobs)
 
     def colorize(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         batch: list[np.ndarray] = []
