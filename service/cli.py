@@ -243,6 +243,11 @@ def colorize_video(
     ] = None,
     anchors: Annotated[int, typer.Option(min=1, max=64, help="Anchors per shot keyframe.")] = 8,
     batch_size: Annotated[int, typer.Option(min=1, help="Frames per engine call.")] = 8,
+    seed: Annotated[int, typer.Option(min=0, help="k-means seed of the keyframes.")] = 0,
+    hints: Annotated[
+        Path | None,
+        typer.Option(help="JSON file of anchors for the first frame (as `colorize --hints`)."),
+    ] = None,
     independent: Annotated[
         bool, typer.Option("--independent", help="Per-frame k-means (no tracking; flickers).")
     ] = False,
@@ -250,9 +255,18 @@ def colorize_video(
     """Colorize a video with anchors tracked by optical flow; keeps rate, size and audio."""
     from tqdm import tqdm
 
+    from service.hints import parse_hints
     from service.video import colorize as vc
     from service.video import io as vio
 
+    if hints is not None and independent:
+        raise typer.BadParameter("--hints needs tracked anchors; drop --independent")
+    hint_list = None
+    if hints is not None:
+        try:
+            hint_list = parse_hints(hints.read_bytes())
+        except (OSError, ValueError) as e:
+            raise typer.BadParameter(f"{hints}: {e}", param_hint="--hints") from e
     try:
         _, _, _, total = vio.probe(src)
     except (OSError, vio.VideoError) as e:
@@ -262,7 +276,7 @@ def colorize_video(
     if independent:
         rgb = vc.colorize_independent(eng, frames, anchors, batch_size)
     else:
-        rgb = vc.AnchoredColorizer(eng, anchors, batch_size).colorize(frames)
+        rgb = vc.AnchoredColorizer(eng, anchors, batch_size, seed, hints=hint_list).colorize(frames)
     bar = tqdm(total=total or None, unit="frame", desc="colorize-video", file=sys.stderr)
     try:
         n = vio.write(src, out, rgb, on_frame=lambda: bar.update(1))

@@ -144,6 +144,21 @@ def parse_hints(data: str | bytes | list[Any]) -> list[Hint]:
     return _HINT_LIST.validate_python(data)
 
 
+def hints_field(v: Any) -> Any:
+    """Before-validator of a `hints` option: JSON text (a form field, the CLI's --hints file)
+    or an already-parsed list; blank text means none."""
+    if isinstance(v, str | bytes):
+        if not str(v).strip():
+            return None
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"hints is not valid JSON: {e.msg} (line {e.lineno}, col {e.colno})"
+            ) from e
+    return v
+
+
 def hints_to_arrays(hints: list[Hint], grid: int = GRID) -> tuple[np.ndarray, np.ndarray]:
     """Hints -> hint_mask (L,) float32 and bins (L,) int64, L = grid*grid.
 

@@ -6,13 +6,12 @@ model, so a job written by an older or foreign producer fails with a clear error
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.hints import MAX_HINTS, Hint
+from service.hints import MAX_HINTS, Hint, hints_field
 
 MAX_ANCHORS = 64
 MAX_DIVERSE = 10
@@ -72,20 +71,7 @@ class ColorizeParams(BaseModel):
         Field(max_length=MAX_HINTS, description="User anchors, overriding the automatic ones."),
     ] = None
 
-    @field_validator("hints", mode="before")
-    @classmethod
-    def _hints_json(cls, v: Any) -> Any:
-        """Accept the JSON text of the CLI's --hints file as well as a parsed list."""
-        if isinstance(v, str | bytes):
-            if not str(v).strip():
-                return None
-            try:
-                return json.loads(v)
-            except json.JSONDecodeError as e:
-                raise ValueError(
-                    f"hints is not valid JSON: {e.msg} (line {e.lineno}, col {e.colno})"
-                ) from e
-        return v
+    _hints_json = field_validator("hints", mode="before")(hints_field)
 
     def to_job(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

@@ -74,3 +74,44 @@ def test_anchored_flickers_less_than_per_frame_and_keeps_colour(tmp_path: Path, 
     anc = metrics.flicker(list(colorize.AnchoredColorizer(eng).colorize(io.frames(src))))
     assert anc["flicker_ab"] < 0.6 * ind["flicker_ab"], (anc, ind)
     assert anc["colourfulness"] > 0.95 * ind["colourfulness"], (anc, ind)
+
+
+def test_user_hints_set_the_first_shot_colours(tmp_path: Path, photo) -> None:
+    """Hints for the first frame replace its k-means anchors and stay on the following frames:
+    a blue hint grid gives bluer frames than an orange one, frame after frame."""
+    from service.engine.onnx import OnnxEngine
+    from service.hints import parse_hints
+
+    src = synthetic.write_clip(tmp_path / "pan.mp4", synthetic.pan_frames(photo, n=10, size=64))
+    eng = OnnxEngine(BUNDLED_MODEL_DIR)
+
+    def mean_b(color: str) -> np.ndarray:
+        hints = parse_hints([{"token": t, "color": color} for t in range(0, 256, 5)])
+        frames = colorize.AnchoredColorizer(eng, batch_size=4, hints=hints).colorize(io.frames(src))
+        return np.array([colorspace.srgb_to_lab(f)[..., 2].mean() for f in frames])
+
+    blue, orange = mean_b("#2050e0"), mean_b("#e07020")
+    assert len(blue) == len(orange) == 10
+    assert (orange - blue > 10.0).all(), (orange, blue)
+
+
+def test_cli_colorize_video_with_hints(tmp_path: Path, photo) -> None:
+    """`disco colorize-video IN -o OUT --hints FILE` as a user runs it: a progress bar on
+    stderr, an MP4 that decodes to the input's frames; a bad hints file is a usage error."""
+    import subprocess
+    import sys
+
+    disco = Path(sys.executable).with_name("disco")
+    src = synthetic.write_clip(tmp_path / "in.mp4", synthetic.pan_frames(photo, n=6, size=48))
+    good, bad = tmp_path / "hints.json", tmp_path / "bad.json"
+    good.write_text('[{"x": 0.5, "y": 0.5, "color": "#2050e0"}]')
+    bad.write_text('[{"x": 0.5}]')
+    out = tmp_path / "out.mp4"
+    run = subprocess.run([str(disco), "colorize-video", str(src), "-o", str(out),
+                          "--hints", str(good)], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "6/6" in run.stderr and "6 frames" in run.stdout
+    assert len(list(io.frames(out))) == 6
+    run = subprocess.run([str(disco), "colorize-video", str(src), "-o", str(tmp_path / "x.mp4"),
+                          "--hints", str(bad)], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 2 and "bad.json" in run.stderr, run.stderr

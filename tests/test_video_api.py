@@ -245,3 +245,16 @@ def test_worker_killed_mid_video_restarts_and_stores_one_result(
                     proc.wait(20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def test_first_frame_hints_travel_with_the_job(client, photo, tmp_path):
+    data = clip(tmp_path, photo, n=6, w=64, h=48, fps=6)
+    hints = '[{"x": 0.5, "y": 0.5, "color": "#2050e0"}, {"token": 3, "ab": [40, 40]}]'
+    r = client.post("/videos/colorize", files={"video": ("c.mp4", data)}, data={"hints": hints})
+    assert r.status_code == 202, r.text
+    job, _ = wait_done(client, r.headers["location"])
+    assert job["status"] == "done", job
+    assert len(decode(client.get(job["links"]["result"]).content)[0]) == 6
+    for bad in ("[{", '[{"x": 0.5}]', '[{"token": 999, "ab": [0, 0]}]'):
+        r = client.post("/videos/colorize", files={"video": ("c.mp4", data)}, data={"hints": bad})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_params", r.text

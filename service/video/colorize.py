@@ -3,11 +3,12 @@ moved by optical flow, go in as hints with the keyframe's colours on the followi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from service.engine.base import Encoded, Engine
+from service.hints import Hint
 from service.pipeline import Job, Output, Timer, compose, encode_batch, run
 from service.video.flow import flow, reliable, to_gray, warp
 from service.video.metrics import colourfulness
@@ -42,9 +43,12 @@ class AnchoredColorizer:
     """
 
     def __init__(self, engine: Engine, anchors: int = 8, batch_size: int = 8, seed: int = 0,
-                 candidates: int = 4, fade: float = 0.9, carry: float = 0.5):  # fmt: skip
+                 candidates: int = 4, fade: float = 0.9, carry: float = 0.5,
+                 hints: Sequence[Hint] | None = None):  # fmt: skip
         self.engine, self.anchors, self.batch_size, self.seed = engine, anchors, batch_size, seed
         self.candidates, self.fade, self.carry = candidates, fade, carry
+        self.hints = list(hints) if hints else None  # the user's anchors for the first shot
+        self.keyframes = 0
         self._gray: np.ndarray | None = None  # previous frame: flow input, L, model ab
         self._l: np.ndarray | None = None
         self._ab: np.ndarray | None = None
@@ -55,10 +59,15 @@ class AnchoredColorizer:
     def _keyframe(self, job: Job) -> Output:
         """The shot's colours: of `candidates` automatic results (k-means seeds seed, seed+1, ..,
         one batch), the most colourful. Per-frame results swing widely as k-means moves its
-        sites; the first frame's alone would lock a shot to whatever that draw gave."""
-        seeds = range(self.seed, self.seed + self.candidates)
-        jobs = [Job(job.rgb, seed=s, anchors=self.anchors) for s in seeds]
+        sites; the first frame's alone would lock a shot to whatever that draw gave. The
+        user's hints, when given, are the first shot's anchors instead."""
+        if self.hints and not self.keyframes:
+            jobs = [Job(job.rgb, hints=self.hints)]
+        else:
+            seeds = range(self.seed, self.seed + self.candidates)
+            jobs = [Job(job.rgb, seed=s, anchors=self.anchors) for s in seeds]
         out = max((o[0] for o in run(self.engine, jobs)), key=lambda o: colourfulness(o.image))
+        self.keyframes += 1
         self._points = np.array([[(a.col + 0.5) * CELL, (a.row + 0.5) * CELL] for a in out.anchors],
                                 np.float32).reshape(-1, 2)  # fmt: skip
         self._bins = np.array([a.bin for a in out.anchors], np.int64)

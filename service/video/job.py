@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.engine.base import Engine
+from service.hints import MAX_HINTS, Hint, hints_field
 from service.video import colorize as vc
 from service.video import io as vio
 
@@ -33,6 +34,11 @@ class VideoParams(BaseModel):
     anchors: int = Field(8, ge=1, le=64, description="Anchors per shot keyframe.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="k-means seed of the keyframes.")
     frames: int = Field(0, ge=0, description="Frame count from the probe (progress total).")
+    hints: list[Hint] | None = Field(
+        None, max_length=MAX_HINTS, description="User anchors for the first shot's first frame."
+    )
+
+    _hints_json = field_validator("hints", mode="before")(hints_field)
 
 
 @dataclass
@@ -68,7 +74,9 @@ def colorize_bytes(
         src.write_bytes(payload)
         width, height, rate, count = vio.probe(src)
         progress.total = count or progress.total
-        colorizer = vc.AnchoredColorizer(engine, params.anchors, batch_size, params.seed)
+        colorizer = vc.AnchoredColorizer(
+            engine, params.anchors, batch_size, params.seed, hints=params.hints
+        )
         n = vio.write(src, dst, colorizer.colorize(vio.frames(src)), on_frame=step)
         if n == 0:
             raise vio.VideoError("the video has no decodable frames")

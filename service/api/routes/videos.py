@@ -26,7 +26,7 @@ from ..deps import QueueDep, RuntimeDep
 from ..errors import ApiError
 from ..security import request_digest, request_key_id, scoped_idempotency_key
 from ..uploads import read_body
-from .colorize import ERRORS
+from .colorize import ERRORS, Hints
 
 router = APIRouter(tags=["videos"])
 
@@ -41,6 +41,7 @@ VIDEO_BODY = {
                     "video": {"type": "string", "format": "binary"},
                     "anchors": {"type": "integer", "minimum": 1, "maximum": MAX_ANCHORS},
                     "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+                    "hints": {"type": "string", "description": "JSON list of first-frame anchors"},
                 },
             }
         },
@@ -64,10 +65,12 @@ async def colorize_video(
     queue: QueueDep,
     anchors: Annotated[int | None, Query(ge=1, le=MAX_ANCHORS)] = None,
     seed: Annotated[int | None, Query(ge=0, le=2**32 - 1)] = None,
+    hints: Hints = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> JSONResponse:
     """Colorize a clip (H.264 MP4 out, same frame rate, size and audio): anchors are chosen once
-    per shot and tracked by optical flow, so colours stay put. Always asynchronous."""
+    per shot and tracked by optical flow, so colours stay put; `hints` (as for /colorize) set
+    the first shot's anchors instead of k-means. Always asynchronous."""
     s = rt.settings
     payload, form_fields = await read_body(request, s.max_video_upload_bytes, "video", "video")
     try:
@@ -81,7 +84,7 @@ async def colorize_video(
         )
     except VideoRejected as e:
         raise ApiError(e.status, e.code, str(e)) from None
-    options = ("anchors", "seed")
+    options = ("anchors", "seed", "hints")
     raw: dict[str, Any] = {k: v for k, v in request.query_params.items() if k in options}
     raw.update({k: v for k, v in form_fields.items() if k in options})
     raw.setdefault("seed", seed_from_bytes(payload))
