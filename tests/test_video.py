@@ -115,3 +115,20 @@ def test_cli_colorize_video_with_hints(tmp_path: Path, photo) -> None:
     run = subprocess.run([str(disco), "colorize-video", str(src), "-o", str(tmp_path / "x.mp4"),
                           "--hints", str(bad)], capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 2 and "bad.json" in run.stderr, run.stderr
+
+
+def test_refresh_takes_fresh_anchors_only_when_more_colourful(tmp_path: Path, photo) -> None:
+    """Every `refresh` hinted frames new candidates are drawn; they replace the keyframe only
+    above `rise` x the tracked frame's colourfulness (rise 0: always, rise 1e9: never)."""
+    from service.engine.onnx import OnnxEngine
+
+    frames = synthetic.pan_frames(photo, n=12, size=64, step=1.0)
+    src = synthetic.write_clip(tmp_path / "pan.mp4", frames)
+    eng = OnnxEngine(BUNDLED_MODEL_DIR)
+    counts = {}
+    for rise in (0.0, 1e9):
+        c = colorize.AnchoredColorizer(eng, batch_size=4, refresh=4, rise=rise, fade=0.0)
+        assert len(list(c.colorize(io.frames(src)))) == 12
+        counts[rise] = c.keyframes
+    assert counts[1e9] == 1  # the first frame only
+    assert counts[0.0] == 3  # + a fresh keyframe after every 4 hinted frames (frames 5 and 10)

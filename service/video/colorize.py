@@ -39,16 +39,19 @@ class AnchoredColorizer:
     ab of each hinted frame is then blended with the previous frame's, warped by the flow, on
     pixels where the flow is forward-backward consistent (weight `carry`). A hinted frame whose
     colourfulness fell below `fade` x its keyframe's (the anchors that carried the shot's colour
-    have left, as in a pan) becomes a keyframe itself.
+    have left, as in a pan) becomes a keyframe itself. Every `refresh` hinted frames the
+    candidates are drawn again on the current frame and taken only if `rise` x more colourful
+    (new content came into view): one deliberate change instead of per-frame churn.
     """
 
     def __init__(self, engine: Engine, anchors: int = 8, batch_size: int = 8, seed: int = 0,
                  candidates: int = 4, fade: float = 0.9, carry: float = 0.5,
-                 hints: Sequence[Hint] | None = None):  # fmt: skip
+                 hints: Sequence[Hint] | None = None, refresh: int = 8,
+                 rise: float = 1.1):  # fmt: skip
         self.engine, self.anchors, self.batch_size, self.seed = engine, anchors, batch_size, seed
         self.candidates, self.fade, self.carry = candidates, fade, carry
         self.hints = list(hints) if hints else None  # the user's anchors for the first shot
-        self.keyframes = 0
+        self.keyframes, self.refresh, self.rise, self._since = 0, refresh, rise, 0
         self._gray: np.ndarray | None = None  # previous frame: flow input, L, model ab
         self._l: np.ndarray | None = None
         self._ab: np.ndarray | None = None
@@ -56,7 +59,7 @@ class AnchoredColorizer:
         self._bins = np.zeros(0, np.int64)
         self._n_key, self._key_colour = 0, 0.0
 
-    def _keyframe(self, job: Job) -> Output:
+    def _best(self, job: Job) -> Output:
         """The shot's colours: of `candidates` automatic results (k-means seeds seed, seed+1, ..,
         one batch), the most colourful. Per-frame results swing widely as k-means moves its
         sites; the first frame's alone would lock a shot to whatever that draw gave. The
@@ -66,13 +69,20 @@ class AnchoredColorizer:
         else:
             seeds = range(self.seed, self.seed + self.candidates)
             jobs = [Job(job.rgb, seed=s, anchors=self.anchors) for s in seeds]
-        out = max((o[0] for o in run(self.engine, jobs)), key=lambda o: colourfulness(o.image))
+        return max((o[0] for o in run(self.engine, jobs)), key=lambda o: colourfulness(o.image))
+
+    def _lock(self, out: Output) -> Output:
+        """Make `out` the keyframe: its anchors are tracked from here on."""
         self.keyframes += 1
+        self._since = 0
         self._points = np.array([[(a.col + 0.5) * CELL, (a.row + 0.5) * CELL] for a in out.anchors],
                                 np.float32).reshape(-1, 2)  # fmt: skip
         self._bins = np.array([a.bin for a in out.anchors], np.int64)
         self._n_key, self._key_colour = len(self._bins), colourfulness(out.image)
         return out
+
+    def _keyframe(self, job: Job) -> Output:
+        return self._lock(self._best(job))
 
     def _hint_rows(self, grid: int) -> tuple[np.ndarray, np.ndarray]:
         """Tracked anchors -> (mask, bins) over the token grid; anchors that left the frame or
@@ -137,8 +147,17 @@ class AnchoredColorizer:
                 prev = abs_.get(i - 1)
                 abs_[i] = ab[r] if prev is None else self._carry(ab[r], prev, *flows[i])
                 images[i] = compose(jobs[i], l_all[i], abs_[i])
-                if colourfulness(images[i]) < self.fade * self._key_colour:
+                self._since += 1
+                colour = colourfulness(images[i])
+                out = None
+                if colour < self.fade * self._key_colour:
                     out = self._keyframe(jobs[i])
+                elif self.refresh and self._since >= self.refresh:
+                    self._since = 0
+                    fresh = self._best(jobs[i])
+                    if colourfulness(fresh.image) > self.rise * colour:
+                        out = self._lock(fresh)
+                if out is not None:
                     images[i], abs_[i] = out.image, out.ab_norm
                     self._gray, self._l, self._ab = to_gray(l_all[i, 0]), l_all[i, 0], abs_[i]
                     for j in range(i + 1, len(jobs)):
