@@ -132,3 +132,58 @@ def test_refresh_takes_fresh_anchors_only_when_more_colourful(tmp_path: Path, ph
         counts[rise] = c.keyframes
     assert counts[1e9] == 1  # the first frame only
     assert counts[0.0] == 3  # + a fresh keyframe after every 4 hinted frames (frames 5 and 10)
+
+
+def _clip_with_audio(path: Path, frames: list[np.ndarray], fps: int = 12) -> np.ndarray:
+    """A gray H.264 clip with a 440 Hz AAC tone as long as the video; returns the tone."""
+    import av
+
+    rate, seconds = 16000, len(frames) / fps
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)).astype("f4")
+    with av.open(str(path), "w", format="mp4") as out:
+        v = out.add_stream("libx264", rate=fps)
+        v.height, v.width, v.pix_fmt = *frames[0].shape[:2], "yuv420p"
+        a = out.add_stream("aac", rate=rate, layout="mono")
+        for f in frames:
+            gray = np.repeat(f.mean(-1, keepdims=True).astype(np.uint8), 3, axis=2)
+            for p in v.encode(av.VideoFrame.from_ndarray(gray, format="rgb24")):
+                out.mux(p)
+        for p in v.encode():
+            out.mux(p)
+        for start in range(0, len(tone), 1024):
+            chunk = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp",
+                                               layout="mono")  # fmt: skip
+            chunk.sample_rate, chunk.pts = rate, start
+            for p in a.encode(chunk):
+                out.mux(p)
+        for p in a.encode():
+            out.mux(p)
+    return tone
+
+
+def test_audio_is_kept(tmp_path: Path, photo) -> None:
+    """The input's audio track comes out unchanged (copied, not re-encoded) beside the colour."""
+    import av
+
+    from service.engine.onnx import OnnxEngine
+
+    src = tmp_path / "in.mp4"
+    _clip_with_audio(src, synthetic.pan_frames(photo, n=12, size=48))
+    eng = OnnxEngine(BUNDLED_MODEL_DIR)
+    out = tmp_path / "out.mp4"
+    assert io.write(src, out, colorize.AnchoredColorizer(eng).colorize(io.frames(src))) == 12
+
+    def audio(path: Path) -> tuple[str, int, list[bytes], np.ndarray]:
+        with av.open(str(path)) as c:
+            s = c.streams.audio[0]
+            packets = [bytes(p) for p in c.demux(s) if p.size]
+        with av.open(str(path)) as c:
+            pcm = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])
+        return s.codec_context.name, s.codec_context.sample_rate, packets, pcm
+
+    name_in, rate_in, packets_in, pcm_in = audio(src)
+    name_out, rate_out, packets_out, pcm_out = audio(out)
+    assert (name_out, rate_out) == (name_in, rate_in) == ("aac", 16000)
+    assert packets_out == packets_in and len(pcm_out) == len(pcm_in)  # a stream copy
+    spectrum = np.abs(np.fft.rfft(pcm_out))
+    assert np.argmax(spectrum) * 16000 / len(pcm_out) == pytest.approx(440, abs=5)

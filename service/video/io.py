@@ -46,7 +46,7 @@ def write(
         v = out.add_stream("libx264", rate=rate)
         v.width, v.height, v.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
         audio_in = inp.streams.audio[0] if inp.streams.audio else None
-        audio_out = out.add_stream(template=audio_in) if audio_in is not None else None
+        audio_out = out.add_stream_from_template(audio_in) if audio_in is not None else None
         for img in rgb:
             if img.shape[0] != v.height or img.shape[1] != v.width:
                 img = np.pad(
