@@ -187,3 +187,35 @@ def test_audio_is_kept(tmp_path: Path, photo) -> None:
     assert packets_out == packets_in and len(pcm_out) == len(pcm_in)  # a stream copy
     spectrum = np.abs(np.fft.rfft(pcm_out))
     assert np.argmax(spectrum) * 16000 / len(pcm_out) == pytest.approx(440, abs=5)
+
+
+def test_disco_eval_video_scores_flicker_on_pans_and_a_real_clip(tmp_path: Path) -> None:
+    """`disco eval --video --clips`: the flicker table for a checkpoint, pans/zooms over the
+    photos plus a real clip (OpenCV's vtest.avi excerpt, tests/data/clips); on the real clip the
+    anchored pipeline flickers less than per-frame colorization."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(PHOTO, photos / PHOTO.name)
+    args = ["eval", str(photos), "--checkpoint", str(root / "models/disco-demo/disco-demo.pth.tar"),
+            "--no-anchor-metrics", "--video", "--video-frames", "6",
+            "--clips", str(Path(__file__).parent / "data/clips/vtest.mp4"), "-o", str(tmp_path / "o")]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "| astronaut pan | 6 |" in res.output and "| vtest.mp4 | 30 |" in res.output
+    video = {
+        v["clip"]: v for v in json.loads((tmp_path / "o" / "metrics.json").read_text())["video"]
+    }
+    assert set(video) == {"astronaut pan", "astronaut zoom", "vtest.mp4"}
+    real = video["vtest.mp4"]
+    assert real["flicker_anchored"] < 0.5 * real["flicker_per_frame"], real
+    assert real["flicker_original"] < real["flicker_anchored"]
+    no_model = CliRunner().invoke(app, ["eval", str(photos), "--video"])
+    assert no_model.exit_code == 2 and "--checkpoint" in no_model.output

@@ -1,16 +1,18 @@
-"""Compare per-frame independent colorization with the anchored pipeline on synthetic clips.
+"""Compare per-frame independent colorization with the anchored pipeline on synthetic clips
+(pans and zooms over tests/data/photos) and the real clips of tests/data/clips, bundled model,
+ONNX Runtime on the CPU. `disco eval --video` runs the same comparison for any checkpoint.
 
 Usage: .venv/bin/python tools/video_flicker.py [--frames 24] [--size 96]
-    [--photos astronaut chelsea] [--candidates 4] [--fade 0.9] [--refresh 8] [--rise 1.1]
+    [--photos astronaut chelsea] [--clips tests/data/clips] [--candidates 4] [--fade 0.9]
+    [--refresh 8] [--rise 1.1]
 
-"colour original" is the flicker of the colour footage the gray clip was made from: what the
-metric reads on a perfect result (resampling and compression, not colour changes).
+"flicker colour original" is the flicker of the colour footage the gray clip was made from:
+what the metric reads on a perfect result (resampling and compression, not colour changes).
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +20,9 @@ from PIL import Image
 
 from service.engine.onnx import OnnxEngine
 from service.settings import BUNDLED_MODEL_DIR
-from service.video import colorize, io, metrics, synthetic
+from service.video import evaluate
 
-PHOTOS = Path(__file__).resolve().parents[1] / "tests" / "data" / "photos"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
 def main() -> None:
@@ -31,35 +33,19 @@ def main() -> None:
     ap.add_argument(
         "--photos", nargs="*", default=["astronaut", "chelsea"], help="tests/data/photos stems"
     )
+    ap.add_argument("--clips", type=Path, nargs="*", default=[DATA / "clips"], help="real clips")
     ap.add_argument("--fade", type=float, default=0.9, help="re-key below this x key colour")
     ap.add_argument("--refresh", type=int, default=8, help="try fresh anchors every N frames")
     ap.add_argument("--rise", type=float, default=1.1, help="... and take them above this x")
     args = ap.parse_args()
-    eng = OnnxEngine(BUNDLED_MODEL_DIR)
-    with tempfile.TemporaryDirectory() as tmp:
-        for photo_path in (PHOTOS / f"{stem}.jpg" for stem in args.photos):
-            photo = np.asarray(Image.open(photo_path).convert("RGB"))
-            for name, kw in (("pan", {"step": 2.0}), ("zoom", {"step": 0.0, "zoom": 0.01})):
-                clip = synthetic.pan_frames(photo, n=args.frames, size=args.size, **kw)
-                truth = metrics.flicker(clip)  # the colour footage itself: the metric's floor
-                src = synthetic.write_clip(Path(tmp) / "c.mp4", clip)
-                ind = metrics.flicker(list(colorize.colorize_independent(eng, io.frames(src))))
-                anc = metrics.flicker(
-                    list(
-                        colorize.AnchoredColorizer(
-                            eng,
-                            candidates=args.candidates,
-                            fade=args.fade,
-                            refresh=args.refresh,
-                            rise=args.rise,
-                        ).colorize(io.frames(src))
-                    )
-                )
-                ratio = anc["flicker_ab"] / ind["flicker_ab"]
-                print(f"{photo_path.stem:10s} {name:4s} flicker per-frame {ind['flicker_ab']:.3f} "
-                      f"anchored {anc['flicker_ab']:.3f} (x{ratio:.2f}); colourfulness "
-                      f"{ind['colourfulness']:.1f} -> {anc['colourfulness']:.1f}; colour original: "
-                      f"flicker {truth['flicker_ab']:.3f}")  # fmt: skip
+    photos = {s: np.asarray(Image.open(DATA / "photos" / f"{s}.jpg").convert("RGB"))
+              for s in args.photos}  # fmt: skip
+    clips = [c for folder in args.clips for c in evaluate.video_files(folder)]
+    scores = evaluate.score_all(
+        OnnxEngine(BUNDLED_MODEL_DIR), photos, clips, args.frames, args.size,
+        candidates=args.candidates, fade=args.fade, refresh=args.refresh, rise=args.rise,
+    )  # fmt: skip
+    print(evaluate.table(scores))
 
 
 if __name__ == "__main__":

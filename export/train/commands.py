@@ -179,16 +179,39 @@ def evaluate(
     hints_per_image: Annotated[
         int, typer.Option(min=1, help="Random single hints per photo (hint response).")
     ] = 4,
+    video: Annotated[
+        bool,
+        typer.Option(
+            "--video",
+            help="Also score video flicker, per-frame vs anchored, on a pan and a zoom over "
+            "each photo (needs --checkpoint).",
+        ),
+    ] = False,
+    clips: Annotated[
+        list[Path] | None,
+        typer.Option(help="Real clips (files or folders) to score the same way."),
+    ] = None,
+    video_frames: Annotated[
+        int, typer.Option(min=2, help="Frames of each synthetic pan / zoom clip.")
+    ] = 24,
 ) -> None:
     """Score colorization on colour photos: colorfulness (Hasler-Suesstrunk M3), ab PSNR (peak
     220) and mean CIEDE2000 against the originals, for the gray and constant-mean baselines and
     the checkpoint. Only each photo's lightness is colorized. With a checkpoint it also
     measures whether the model follows its anchors (oracle-anchor gain, diverse spread, hint
-    response), through the service pipeline."""
+    response), through the service pipeline. `--video` / `--clips` add temporal flicker: per-frame
+    vs anchored colorization of the same clip (mean |d ab| between flow-warped frames)."""
     from export.train.evaluate import evaluate_folder
 
     if not data.exists():
         raise typer.BadParameter(f"no such file or folder: {data}", param_hint="DATA")
+    if (video or clips) and checkpoint is None:
+        raise typer.BadParameter(
+            "video flicker scores a model: give --checkpoint", param_hint="--video"
+        )
+    for c in clips or []:
+        if not c.exists():
+            raise typer.BadParameter(f"no such file or folder: {c}", param_hint="--clips")
     result = evaluate_folder(
         data,
         checkpoint,
@@ -200,6 +223,9 @@ def evaluate(
         device=device,
         anchor_metrics=anchor_metrics,
         hints_per_image=hints_per_image,
+        video=video,
+        clips=clips,
+        video_frames=video_frames,
     )
     typer.echo(f"{len(result.images)} images from {data}")
     typer.echo(result.table())

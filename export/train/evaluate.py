@@ -31,6 +31,7 @@ class EvalResult:
     ground_truth_colorfulness: float = 0.0
     anchor_per_image: list[dict[str, Any]] = field(default_factory=list)
     anchor_summary: dict[str, float] = field(default_factory=dict)
+    video: list[Any] = field(default_factory=list)  # service.video.evaluate.ClipScore
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +43,7 @@ class EvalResult:
             "ground_truth_colorfulness": self.ground_truth_colorfulness,
             "anchor_summary": self.anchor_summary,
             "anchor_per_image": self.anchor_per_image,
+            "video": [v.to_dict() for v in self.video],
         }
 
     def table(self) -> str:
@@ -65,6 +67,11 @@ class EvalResult:
                 f"| diverse spread (K=3, Lab units, mean) | {a['diverse_spread']:.2f} |",
                 f"| hint response (median) | {a['hint_response']:.2f} |",
             ]
+        if self.video:
+            from service.video.evaluate import table
+
+            lines += ["", "Video: per-frame vs anchored (flicker = mean |d ab| after flow "
+                      "warping; M3 = colourfulness)", "", table(self.video)]  # fmt: skip
         return "\n".join(lines)
 
 
@@ -97,6 +104,9 @@ def evaluate_folder(
     device: str = "cpu",
     anchor_metrics: bool = True,
     hints_per_image: int = 4,
+    video: bool = False,
+    clips: list[Path] | None = None,
+    video_frames: int = 24,
 ) -> EvalResult:
     """Score the gray and constant-mean baselines, and `checkpoint` if given, on `data`.
 
@@ -105,6 +115,8 @@ def evaluate_folder(
     i.e. optimistic for the baseline). `out` receives the predicted images and metrics.json.
     With a checkpoint and `anchor_metrics`, also the oracle-anchor gain, diverse spread and hint
     response (`export.train.anchor_metrics`; hint sites and colours from a fixed seed).
+    With a checkpoint and `video`, also the video flicker of per-frame vs anchored colorization
+    (`service.video.evaluate`) on a pan and a zoom over each photo and on the `clips`.
     """
     files, gts = read_folder(data)
     if constant_ab is not None:
@@ -137,6 +149,14 @@ def evaluate_folder(
                 )
                 result.anchor_per_image.append({"image": f.name, **row})
             result.anchor_summary = am.summarize(result.anchor_per_image)
+        if video or clips:
+            from export.torch_engine import TorchEngine
+            from service.video import evaluate as video_eval
+
+            engine = TorchEngine.from_checkpoint(checkpoint, device)
+            photos = dict(zip((f.stem for f in files), gts, strict=True)) if video else {}
+            found = [c for path in clips or [] for c in video_eval.video_files(path)]
+            result.video = video_eval.score_all(engine, photos, found, frames=video_frames)
     for method, preds in methods.items():
         rows = [metrics.score(g, p) for g, p in zip(gts, preds, strict=True)]
         result.per_image[method] = rows
