@@ -333,8 +333,11 @@ def serve(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
     )
+    from service.queue.connections import redact_url
+
+    queue_shown = redact_url(settings.queue_url)
     typer.echo(
-        f"disco serve: http://{settings.host}:{settings.port} queue={settings.queue_url} "
+        f"disco serve: http://{settings.host}:{settings.port} queue={queue_shown} "
         f"model={settings.model_dir} engine={settings.engine} "
         f"precision={settings.precision or 'default'}",
         err=True,
@@ -386,6 +389,7 @@ def worker(
     from service.engine.factory import open_engine
     from service.monitoring import Monitor
     from service.queue import Worker, open_queue
+    from service.queue.connections import redact_url
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -420,7 +424,9 @@ def worker(
             queue=q, handler=handler, settings=settings, on_batch=monitor.on_batch
         )
         monitor.watch_worker(w)
-        typer.echo(f"disco worker {w.name}: {settings.queue_url} batch={w.max_batch}", err=True)
+        typer.echo(
+            f"disco worker {w.name}: {redact_url(settings.queue_url)} batch={w.max_batch}", err=True
+        )
         try:
             await w.run(install_signal_handlers=True)
         finally:

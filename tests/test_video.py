@@ -204,9 +204,9 @@ def test_disco_eval_video_scores_flicker_on_pans_and_a_real_clip(tmp_path: Path)
     photos = tmp_path / "photos"
     photos.mkdir()
     shutil.copy(PHOTO, photos / PHOTO.name)
-    args = ["eval", str(photos), "--checkpoint", str(root / "models/disco-demo/disco-demo.pth.tar"),
-            "--no-anchor-metrics", "--video", "--video-frames", "6",
-            "--clips", str(Path(__file__).parent / "data/clips/vtest.mp4"), "-o", str(tmp_path / "o")]  # fmt: skip
+    ckpt, clip = root / "models/disco-demo/disco-demo.pth.tar", PHOTO.parents[1] / "clips/vtest.mp4"
+    args = ["eval", str(photos), "--checkpoint", str(ckpt), "--no-anchor-metrics", "--video",
+            "--video-frames", "6", "--clips", str(clip), "-o", str(tmp_path / "o")]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "| astronaut pan | 6 |" in res.output and "| vtest.mp4 | 30 |" in res.output

@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from service.settings import Settings
 
 
+def redact_url(url: str) -> str:
+    """`url` with its password (if any) replaced by ***, for logs and banners."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def _connection_kwargs(settings: Settings) -> dict[str, Any]:
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff

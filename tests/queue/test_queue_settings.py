@@ -103,6 +103,25 @@ def test_redis_password_from_settings_unless_the_url_has_one(monkeypatch):
     )
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("rediss://app:s3cret@cache/1", "rediss://app:***@cache/1"),
+        (
+            "redis+sentinel://:s3cret@s1:26379,s2:26379/m/0",
+            "redis+sentinel://:***@s1:26379,s2:26379/m/0",
+        ),
+        ("redis://cache:6379/0", "redis://cache:6379/0"),
+        ("memory://", "memory://"),
+    ],
+)
+def test_banners_redact_the_queue_password(url, shown):
+    from service.queue.connections import redact_url
+
+    assert redact_url(url) == shown
+
+
 def test_a_standalone_worker_refuses_the_memory_queue():
     import asyncio
 
