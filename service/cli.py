@@ -96,6 +96,18 @@ def _load_engine(engine: EngineName, checkpoint: Path | None, model: Path | None
     return open_torch(checkpoint, device=device)
 
 
+def _read_hints(path: Path | None) -> list | None:
+    """The --hints JSON file, validated; a bad file is a usage error naming it."""
+    from service.hints import parse_hints
+
+    if path is None:
+        return None
+    try:
+        return parse_hints(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise typer.BadParameter(f"{path}: {e}", param_hint="--hints") from e
+
+
 @app.command()
 def colorize(
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
@@ -144,7 +156,6 @@ def colorize(
     from PIL import Image
     from tqdm import tqdm
 
-    from service.hints import parse_hints
     from service.imageio import ImageDecodeError, decode_image
     from service.pipeline import Job, run, seed_from_bytes
 
@@ -152,12 +163,7 @@ def colorize(
         raise typer.BadParameter(
             "--hints fixes the anchor colours; drop --diverse", param_hint="--hints"
         )
-    hint_list = None
-    if hints is not None:
-        try:
-            hint_list = parse_hints(hints.read_bytes())
-        except (OSError, ValueError) as e:
-            raise typer.BadParameter(f"{hints}: {e}", param_hint="--hints") from e
+    hint_list = _read_hints(hints)
     files = collect_inputs(inputs)
     if not files:
         raise typer.BadParameter("no image files found", param_hint="INPUT")
@@ -255,18 +261,12 @@ def colorize_video(
     """Colorize a video with anchors tracked by optical flow; keeps rate, size and audio."""
     from tqdm import tqdm
 
-    from service.hints import parse_hints
     from service.video import colorize as vc
     from service.video import io as vio
 
     if hints is not None and independent:
         raise typer.BadParameter("--hints needs tracked anchors; drop --independent")
-    hint_list = None
-    if hints is not None:
-        try:
-            hint_list = parse_hints(hints.read_bytes())
-        except (OSError, ValueError) as e:
-            raise typer.BadParameter(f"{hints}: {e}", param_hint="--hints") from e
+    hint_list = _read_hints(hints)
     try:
         _, _, _, total = vio.probe(src)
     except (OSError, vio.VideoError) as e:
