@@ -156,3 +156,26 @@ def test_compiled_models_are_cached(tiny_repo, tmp_path):
     x = np.zeros((1, 1, 256, 256), np.float32)
     init = np.arange(8, dtype=np.int64)[None]
     assert np.array_equal(first.encode(x, init).enc_out, second.encode(x, init).enc_out)
+
+
+def test_workers_starting_together_share_a_cold_cache(tmp_path):
+    """Several workers on one host, one cold model cache: every one must come up. Without the
+    cache lock, 6 processes started together failed in about half the trials here: one died on
+    "cannot set permissions: No such file" for a blob another had replaced, or took SIGBUS."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from service.engine.openvino import OpenVinoEngine; "
+        "from service.settings import BUNDLED_MODEL_DIR; "
+        "OpenVinoEngine(BUNDLED_MODEL_DIR, cache=sys.argv[1], threads=1)"
+    )
+    for trial in range(3):
+        cache = tmp_path / f"cache{trial}"
+        cache.mkdir()
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(cache)], stderr=subprocess.PIPE)
+                 for _ in range(6)]  # fmt: skip
+        results = [(p.wait(timeout=300), p.stderr.read().decode(errors="replace")[-400:])
+                   for p in procs]  # fmt: skip
+        assert all(rc == 0 for rc, _ in results), results
+        assert list(cache.glob("*.blob")), "the cache was not written"

@@ -14,8 +14,11 @@ DISCO_CACHE_DIR (default $XDG_CACHE_HOME/disco or ~/.cache/disco; OpenVINO blobs
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,31 @@ def cache_dir() -> Path:
         return Path(explicit)
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / "disco"
+
+
+@contextlib.contextmanager
+def cache_lock(cache: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on the model cache while compiling into it.
+
+    OpenVINO writes its blobs without coordinating between processes: with several workers
+    starting on one host on a cold cache, one of them died ("cannot set permissions: No such
+    file" on a blob another had just replaced) or took SIGBUS reading a blob being rewritten.
+    Under the lock the first worker compiles and writes; the others then load its blobs.
+    """
+    try:
+        f = open(cache / ".lock", "a+b") if cache is not None else None  # noqa: SIM115
+    except OSError as e:  # a read-only cache: compiling will not write to it either
+        log.warning("OpenVINO model cache lock unavailable (%s)", e)
+        f = None
+    if f is None:
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def cpu_has_bf16() -> bool:
@@ -114,8 +142,9 @@ class OpenVinoEngine:
         enc_file = self.model_dir / self.manifest["graphs"]["encoder"]["file"]
         gen_file = self.model_dir / self.manifest["graphs"]["generator"]["file"]
         trunk = ov.convert_model(str(enc_file), output=list(TRUNK_OUTPUTS))  # init_idx: unused
-        self.trunk = core.compile_model(trunk, "CPU", config)
-        self.generator = core.compile_model(str(gen_file), "CPU", config)
+        with cache_lock(self.cache_dir):
+            self.trunk = core.compile_model(trunk, "CPU", config)
+            self.generator = core.compile_model(str(gen_file), "CPU", config)
         self._trunk_req = self.trunk.create_infer_request()
         self._trunk_takes_init = any("init_idx" in i.get_names() for i in self.trunk.inputs)
         self._gen_req = self.generator.create_infer_request()
