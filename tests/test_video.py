@@ -219,3 +219,24 @@ def test_disco_eval_video_scores_flicker_on_pans_and_a_real_clip(tmp_path: Path)
     assert real["flicker_original"] < real["flicker_anchored"]
     no_model = CliRunner().invoke(app, ["eval", str(photos), "--video"])
     assert no_model.exit_code == 2 and "--checkpoint" in no_model.output
+
+
+def test_user_hints_hold_for_the_whole_shot() -> None:
+    """A refresh or a fade never replaces the user's anchors with automatic ones: on the real
+    vtest clip (one shot, fixed camera) a green hint on the lawn keeps it green on every frame,
+    where the automatic anchors paint it red."""
+    from service.engine.onnx import OnnxEngine
+    from service.hints import parse_hints
+
+    clip = PHOTO.parents[1] / "clips" / "vtest.mp4"
+    eng = OnnxEngine(BUNDLED_MODEL_DIR)
+    hints = parse_hints([{"x": 0.5, "y": 0.8, "color": "#30a030"}])
+
+    def lawn_a(**kw) -> np.ndarray:  # mean Lab a of the lawn (bottom left), per frame
+        frames = colorize.AnchoredColorizer(eng, **kw).colorize(io.frames(clip))
+        return np.array([colorspace.srgb_to_lab(f)[110:, :80, 1].mean() for f in frames])
+
+    hinted, auto = lawn_a(hints=hints), lawn_a()
+    assert len(hinted) == 30
+    assert (hinted < -5).all(), hinted.round(1)
+    assert (auto > 5).all(), auto.round(1)  # without the hint the lawn is red: the hint matters

@@ -52,6 +52,7 @@ class AnchoredColorizer:
         self.candidates, self.fade, self.carry = candidates, fade, carry
         self.hints = list(hints) if hints else None  # the user's anchors for the first shot
         self.keyframes, self.refresh, self.rise, self._since = 0, refresh, rise, 0
+        self._users = False  # the current anchors are the user's hints
         self._gray: np.ndarray | None = None  # previous frame: flow input, L, model ab
         self._l: np.ndarray | None = None
         self._ab: np.ndarray | None = None
@@ -71,9 +72,12 @@ class AnchoredColorizer:
             jobs = [Job(job.rgb, seed=s, anchors=self.anchors) for s in seeds]
         return max((o[0] for o in run(self.engine, jobs)), key=lambda o: colourfulness(o.image))
 
-    def _lock(self, out: Output) -> Output:
-        """Make `out` the keyframe: its anchors are tracked from here on."""
+    def _lock(self, out: Output, users: bool = False) -> Output:
+        """Make `out` the keyframe: its anchors are tracked from here on. The user's anchors
+        (`users`) are never replaced for being dull: only a cut, or their leaving the frame,
+        ends them."""
         self.keyframes += 1
+        self._users = users
         self._since = 0
         self._points = np.array([[(a.col + 0.5) * CELL, (a.row + 0.5) * CELL] for a in out.anchors],
                                 np.float32).reshape(-1, 2)  # fmt: skip
@@ -82,7 +86,7 @@ class AnchoredColorizer:
         return out
 
     def _keyframe(self, job: Job) -> Output:
-        return self._lock(self._best(job))
+        return self._lock(self._best(job), users=bool(self.hints) and not self.keyframes)
 
     def _hint_rows(self, grid: int) -> tuple[np.ndarray, np.ndarray]:
         """Tracked anchors -> (mask, bins) over the token grid; anchors that left the frame or
@@ -150,7 +154,9 @@ class AnchoredColorizer:
                 self._since += 1
                 colour = colourfulness(images[i])
                 out = None
-                if colour < self.fade * self._key_colour:
+                if self._users:
+                    pass
+                elif colour < self.fade * self._key_colour:
                     out = self._keyframe(jobs[i])
                 elif self.refresh and self._since >= self.refresh:
                     self._since = 0
