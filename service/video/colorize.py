@@ -88,6 +88,19 @@ class AnchoredColorizer:
     def _keyframe(self, job: Job) -> Output:
         return self._lock(self._best(job), users=bool(self.hints) and not self.keyframes)
 
+    def _rekey(self, job: Job, colour: float) -> Output | None:
+        """A new keyframe for a hinted frame of colourfulness `colour`, or None: when it fell
+        below `fade` x the keyframe's, or, every `refresh` frames, when fresh candidates are
+        `rise` x more colourful."""
+        if colour < self.fade * self._key_colour:
+            return self._keyframe(job)
+        if self.refresh and self._since >= self.refresh:
+            self._since = 0
+            fresh = self._best(job)
+            if colourfulness(fresh.image) > self.rise * colour:
+                return self._lock(fresh)
+        return None
+
     def _hint_rows(self, grid: int) -> tuple[np.ndarray, np.ndarray]:
         """Tracked anchors -> (mask, bins) over the token grid; anchors that left the frame or
         landed in an already taken cell are dropped for good (the shot keeps the first)."""
@@ -152,17 +165,7 @@ class AnchoredColorizer:
                 abs_[i] = ab[r] if prev is None else self._carry(ab[r], prev, *flows[i])
                 images[i] = compose(jobs[i], l_all[i], abs_[i])
                 self._since += 1
-                colour = colourfulness(images[i])
-                out = None
-                if self._users:
-                    pass
-                elif colour < self.fade * self._key_colour:
-                    out = self._keyframe(jobs[i])
-                elif self.refresh and self._since >= self.refresh:
-                    self._since = 0
-                    fresh = self._best(jobs[i])
-                    if colourfulness(fresh.image) > self.rise * colour:
-                        out = self._lock(fresh)
+                out = None if self._users else self._rekey(jobs[i], colourfulness(images[i]))
                 if out is not None:
                     images[i], abs_[i] = out.image, out.ab_norm
                     self._gray, self._l, self._ab = to_gray(l_all[i, 0]), l_all[i, 0], abs_[i]
