@@ -60,7 +60,7 @@ class AnchoredColorizer:
         self._bins = np.zeros(0, np.int64)
         self._n_key, self._key_colour = 0, 0.0
 
-    def _best(self, job: Job) -> Output:
+    def _best(self, job: Job) -> tuple[Output, float]:
         """The shot's colours: of `candidates` automatic results (k-means seeds seed, seed+1, ..,
         one batch), the most colourful. Per-frame results swing widely as k-means moves its
         sites; the first frame's alone would lock a shot to whatever that draw gave. The
@@ -70,19 +70,21 @@ class AnchoredColorizer:
         else:
             seeds = range(self.seed, self.seed + self.candidates)
             jobs = [Job(job.rgb, seed=s, anchors=self.anchors) for s in seeds]
-        return max((o[0] for o in run(self.engine, jobs)), key=lambda o: colourfulness(o.image))
+        scored = [(o[0], colourfulness(o[0].image)) for o in run(self.engine, jobs)]
+        return max(scored, key=lambda oc: oc[1])
 
-    def _lock(self, out: Output, users: bool = False) -> Output:
-        """Make `out` the keyframe: its anchors are tracked from here on. The user's anchors
-        (`users`) are never replaced for being dull: only a cut, or their leaving the frame,
-        ends them."""
+    def _lock(self, best: tuple[Output, float], users: bool = False) -> Output:
+        """Make `best` (a result and its colourfulness) the keyframe: its anchors are tracked
+        from here on. The user's anchors (`users`) are never replaced for being dull: only a
+        cut, or their leaving the frame, ends them."""
+        out, self._key_colour = best
         self.keyframes += 1
         self._users = users
         self._since = 0
         self._points = np.array([[(a.col + 0.5) * CELL, (a.row + 0.5) * CELL] for a in out.anchors],
                                 np.float32).reshape(-1, 2)  # fmt: skip
         self._bins = np.array([a.bin for a in out.anchors], np.int64)
-        self._n_key, self._key_colour = len(self._bins), colourfulness(out.image)
+        self._n_key = len(self._bins)
         return out
 
     def _keyframe(self, job: Job) -> Output:
@@ -97,7 +99,7 @@ class AnchoredColorizer:
         if self.refresh and self._since >= self.refresh:
             self._since = 0
             fresh = self._best(job)
-            if colourfulness(fresh.image) > self.rise * colour:
+            if fresh[1] > self.rise * colour:
                 return self._lock(fresh)
         return None
 
