@@ -126,6 +126,15 @@ def hex_to_ab(colors: list[str]) -> np.ndarray:
 _HINT_LIST = TypeAdapter(list[Hint])
 
 
+def _load_json(text: str | bytes) -> Any:
+    """JSON text -> Python; one error message for the API's form fields and the CLI's files."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        where = f"line {e.lineno}, column {e.colno}"
+        raise ValueError(f"hints are not valid JSON: {e.msg} ({where})") from e
+
+
 def parse_hints(data: str | bytes | list[Any]) -> list[Hint]:
     """Validate hints from JSON text or an already-parsed list.
 
@@ -133,10 +142,7 @@ def parse_hints(data: str | bytes | list[Any]) -> list[Hint]:
     ValidationError (a ValueError) whose locations name the offending hint index and field.
     """
     if isinstance(data, str | bytes):
-        try:
-            data = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"hints are not valid JSON: {exc}") from exc
+        data = _load_json(data)
     if not isinstance(data, list):
         raise ValueError(f"hints must be a JSON array of objects, got {type(data).__name__}")
     if len(data) > MAX_HINTS:
@@ -150,12 +156,7 @@ def hints_field(v: Any) -> Any:
     if isinstance(v, str | bytes):
         if not str(v).strip():
             return None
-        try:
-            return json.loads(v)
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f"hints is not valid JSON: {e.msg} (line {e.lineno}, col {e.colno})"
-            ) from e
+        return _load_json(v)
     return v
 
 

@@ -14,18 +14,13 @@ from PIL import Image
 from service import colorspace
 from service.api import create_app
 from service.settings import Settings
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
+from tests.images import png_bytes
 
 
 @pytest.fixture(scope="module")
 def gray_photo(photos_dir) -> bytes:
     img = Image.open(photos_dir / "chelsea.jpg").convert("L").resize((200, 120))
-    return _png(img)
+    return png_bytes(img)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +150,7 @@ def test_bad_uploads(client, body, ctype, status, code):
 
 
 def test_limits_and_bad_options(client, gray_photo):
-    bomb = _png(Image.new("L", (10_000, 5_000)))  # 50 MP, a few KB: refused before decoding
+    bomb = png_bytes(Image.new("L", (10_000, 5_000)))  # 50 MP, a few KB: refused before decoding
     r = client.post("/colorize", content=bomb, headers={"content-type": "image/png"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "image_too_large"
     r = client.post("/colorize?anchors=100", files={"image": ("c.png", gray_photo)})

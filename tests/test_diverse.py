@@ -16,19 +16,14 @@ from PIL import Image
 from service.api import create_app
 from service.params import MAX_DIVERSE
 from service.settings import BUNDLED_MODEL_DIR, Settings
+from tests.images import png_bytes
 
 SIZE = (203, 131)  # (width, height): not the model's 256 x 256, not square, odd
 
 
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def photo(photos_dir) -> bytes:
-    return _png(Image.open(photos_dir / "chelsea.jpg").convert("L").resize(SIZE))
+    return png_bytes(Image.open(photos_dir / "chelsea.jpg").convert("L").resize(SIZE))
 
 
 @pytest.fixture(scope="module", params=["auto", "onnx"])

@@ -16,6 +16,7 @@ from service.hints import (
     _srgb_to_lab_numpy,
     hex_to_ab,
     hex_to_rgb,
+    hints_field,
     hints_to_arrays,
     parse_hints,
 )
@@ -162,3 +163,15 @@ def test_validation_error_names_index() -> None:
     with pytest.raises(ValidationError) as info:
         parse_hints([{"token": 1, "ab": [0, 0]}, {"token": 300, "ab": [0, 0]}])
     assert info.value.errors()[0]["loc"] == (1, "token")
+
+
+def test_bad_json_reads_the_same_from_the_api_and_the_cli() -> None:
+    """The form-field validator (API, video jobs) and `parse_hints` (the CLI's --hints file)
+    report broken JSON with one message, naming where it broke."""
+    with pytest.raises(ValueError) as from_file:
+        parse_hints('[{"token": 1,}]')
+    with pytest.raises(ValueError) as from_field:
+        hints_field('[{"token": 1,}]')
+    assert str(from_file.value) == str(from_field.value)
+    assert "hints are not valid JSON" in str(from_file.value)
+    assert "line 1, column 14" in str(from_file.value)
