@@ -20,6 +20,7 @@ import numpy as np
 from service import colorspace
 from service.anchors import init_indices
 from service.engine.base import Encoded, Engine
+from service.engine.plugin import KMEANS_ITERS, KMEANS_TOL, kmeans_anchors
 from service.gamut import AB_SCALE, q_to_ab
 from service.hints import Hint, hints_to_arrays
 from service.params import MAX_ANCHORS, MAX_DIVERSE
@@ -169,15 +170,45 @@ def run(engine: Engine, jobs: Sequence[Job], timer: Timer | None = None) -> list
         return []
     timer = timer or Timer()
     l_norm, enc = encode_batch(engine, jobs, timer)
-    rows: list[int] = []
-    masks, bins = [], []
-    for i, job in enumerate(jobs):
-        m, b = anchor_rows(enc, i, job)
-        rows += [i] * len(m)
-        masks.append(m)
-        bins.append(b)
-    mask_rows = np.concatenate(masks).astype(np.float32)
-    bin_rows = np.concatenate(bins).astype(np.int64)
+    rows = [anchor_rows(enc, i, job) for i, job in enumerate(jobs)]
+    return _generate(engine, jobs, l_norm, enc, list(range(len(jobs))), rows, timer)
+
+
+def run_encoded(
+    engine: Engine, jobs: Sequence[Job], l_norm: np.ndarray, enc: Encoded, image: int,
+    timer: Timer | None = None,
+) -> list[list[Output]]:  # fmt: skip
+    """:func:`run` for jobs on image `image` of an earlier `encode_batch`, without encoding it
+    again: each job's k-means anchors are drawn anew from the stored encoder features, for its
+    own seed and anchor count (the numpy reference the engines' k-means are held to), so that
+    several draws on one frame (the video keyframe's candidates) cost one encoder pass."""
+    if not jobs:
+        return []
+    timer = timer or Timer()
+    n = len(jobs)
+    with timer("anchors"):
+        enc_out = np.repeat(np.asarray(enc.enc_out[image : image + 1]), n, axis=0)
+        sizes = np.repeat(np.asarray(enc.spixel_sizes[image : image + 1]), n, axis=0)
+        init = init_rows(jobs, enc_out.shape[-1])
+        hint_mask, _ = kmeans_anchors(enc_out, sizes, init, KMEANS_ITERS, KMEANS_TOL)
+    rows = []
+    for j, job in enumerate(jobs):
+        if job.hints:
+            rows.append(anchor_rows(enc, image, job))
+        else:
+            rows.append((np.repeat(hint_mask[j : j + 1], job.count, axis=0),
+                         enc.sampled_bins[image, : job.count]))  # fmt: skip
+    return _generate(engine, jobs, l_norm, enc, [image] * n, rows, timer)
+
+
+def _generate(
+    engine: Engine, jobs: Sequence[Job], l_norm: np.ndarray, enc: Encoded, images: list[int],
+    anchor_sets: list[tuple[np.ndarray, np.ndarray]], timer: Timer,
+) -> list[list[Output]]:  # fmt: skip
+    """Generator rows for every job's anchor sets (job j on encoder row images[j]), composed."""
+    rows = [images[j] for j, (m, _) in enumerate(anchor_sets) for _ in range(len(m))]
+    mask_rows = np.concatenate([m for m, _ in anchor_sets]).astype(np.float32)
+    bin_rows = np.concatenate([b for _, b in anchor_sets]).astype(np.int64)
     take = np.asarray(rows)
     with timer("generator"):
         ab = engine.generate(
@@ -188,12 +219,12 @@ def run(engine: Engine, jobs: Sequence[Job], timer: Timer | None = None) -> list
     results: list[list[Output]] = [[] for _ in jobs]
     with timer("compose"):
         first = 0
-        for i, job in enumerate(jobs):  # a job's rows are consecutive
-            n = rows.count(i)
-            images = compose_many(job, l_norm[i], ab[first : first + n])
-            for r, image in zip(range(first, first + n), images, strict=True):
+        for j, job in enumerate(jobs):  # a job's rows are consecutive
+            n = len(anchor_sets[j][0])
+            composed = compose_many(job, l_norm[images[j]], ab[first : first + n])
+            for r, image in zip(range(first, first + n), composed, strict=True):
                 anchors = describe_anchors(mask_rows[r], bin_rows[r])
-                results[i].append(Output(image, ab[r], anchors))
+                results[j].append(Output(image, ab[r], anchors))
             first += n
     return results
 

@@ -240,3 +240,53 @@ def test_user_hints_hold_for_the_whole_shot() -> None:
     assert len(hinted) == 30
     assert (hinted < -5).all(), hinted.round(1)
     assert (auto > 5).all(), auto.round(1)  # without the hint the lawn is red: the hint matters
+
+
+class _CountingEngine:
+    """A real engine that counts the rows it is asked to encode and generate."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.encoded, self.generated = engine, 0, 0
+
+    def encode(self, l_norm, init_idx):
+        self.encoded += len(l_norm)
+        return self.engine.encode(l_norm, init_idx)
+
+    def generate(self, l_norm, *rest):
+        self.generated += len(l_norm)
+        return self.engine.generate(l_norm, *rest)
+
+
+def test_keyframe_candidates_reuse_the_frames_encoding(photo) -> None:
+    """Each frame goes through the encoder once: the keyframe's candidates and the refresh
+    draws are k-means runs on the batch's stored encoding, not encoder passes of their own."""
+    from service.engine.onnx import OnnxEngine
+
+    frames = synthetic.pan_frames(photo, n=12, size=64, step=1.0)
+    eng = _CountingEngine(OnnxEngine(BUNDLED_MODEL_DIR))
+    c = colorize.AnchoredColorizer(eng, batch_size=4, refresh=4, rise=0.0, fade=0.0)
+    assert len(list(c.colorize(frames))) == 12
+    assert c.keyframes == 3  # the first frame, then a refresh after every 4 hinted frames
+    assert eng.encoded == 12  # was 24: 4 more encoder rows per keyframe
+    assert eng.generated >= 12 + c.candidates * c.keyframes
+
+
+def test_run_encoded_equals_run(photo) -> None:
+    """Drawing the anchors again on a stored encoding gives what a fresh `run` gives: the same
+    anchors, the same images, for every seed, anchor count and diverse count."""
+    from service.engine.onnx import OnnxEngine
+    from service.hints import parse_hints
+    from service.pipeline import Job, Timer, encode_batch, run, run_encoded
+
+    eng = OnnxEngine(BUNDLED_MODEL_DIR)
+    rgb = np.ascontiguousarray(photo[:96, :128])
+    jobs = [Job(rgb, seed=s, anchors=k, count=n) for s, k, n in [(0, 8, 1), (5, 3, 1), (9, 8, 3)]]
+    jobs.append(Job(rgb, hints=parse_hints('[{"x": 0.5, "y": 0.5, "color": "#20c020"}]')))
+    l_norm, enc = encode_batch(eng, [Job(np.zeros((40, 30, 3), np.uint8)), Job(rgb)], Timer())
+    again = run_encoded(eng, jobs, l_norm, enc, 1)
+    fresh = run(eng, jobs)
+    for a, b in zip(again, fresh, strict=True):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert x.anchors == y.anchors
+            np.testing.assert_array_equal(x.image, y.image)

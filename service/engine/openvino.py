@@ -26,12 +26,11 @@ import numpy as np
 
 from .base import Encoded, generator_feeds
 from .onnx import ModelRepositoryError, load_manifest
-from .plugin import kmeans_anchors
+from .plugin import KMEANS_ITERS, KMEANS_TOL, kmeans_anchors
 
 TRUNK_OUTPUTS = ("affinity", "tokens", "enc_out", "pal_logit", "spixel_sizes", "sampled_bins")
 PRECISIONS = {"bf16": "bf16", "f32": "f32", "fp32": "f32"}  # DISCO_PRECISION -> OpenVINO hint
 log = logging.getLogger("disco.engine")
-KMEANS_ITERS, KMEANS_TOL = 20, 1e-4  # the exported node's defaults, read from the graph if set
 
 
 def cache_dir() -> Path:

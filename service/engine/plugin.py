@@ -17,6 +17,7 @@ import numpy as np
 from service.anchors_xp import locate_anchors_xp
 
 DOMAIN = "ai.onnx.contrib"  # the domain onnxruntime-extensions binds Python ops to
+KMEANS_ITERS, KMEANS_TOL = 20, 1e-4  # the exported node's attributes (export/graphs.py)
 OP_TYPE = "DiscoKMeansAnchors"
 OP_VERSION = 1
 

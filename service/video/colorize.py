@@ -9,11 +9,12 @@ import numpy as np
 
 from service.engine.base import Encoded, Engine
 from service.hints import Hint
-from service.pipeline import Job, Output, Timer, compose, encode_batch, run
+from service.pipeline import Job, Output, Timer, compose, encode_batch, run, run_encoded
 from service.video.flow import flow, reliable, to_gray, warp
 from service.video.metrics import colourfulness
 
 CELL = 16  # pixels per token at model resolution
+Frame = tuple[Job, np.ndarray, Encoded, int]  # a frame's job, its batch's L and encoding, its row
 
 
 def is_cut(prev_l: np.ndarray, cur_l: np.ndarray, threshold: float = 0.5) -> bool:
@@ -60,17 +61,20 @@ class AnchoredColorizer:
         self._bins = np.zeros(0, np.int64)
         self._n_key, self._key_colour = 0, 0.0
 
-    def _best(self, job: Job) -> tuple[Output, float]:
+    def _best(self, frame: Frame) -> tuple[Output, float]:
         """The shot's colours: of `candidates` automatic results (k-means seeds seed, seed+1, ..,
-        one batch), the most colourful. Per-frame results swing widely as k-means moves its
-        sites; the first frame's alone would lock a shot to whatever that draw gave. The
-        user's hints, when given, are the first shot's anchors instead."""
+        one generator batch on the frame's stored encoding), the most colourful. Per-frame
+        results swing widely as k-means moves its sites; the first frame's alone would lock a
+        shot to whatever that draw gave. The user's hints, when given, are the first shot's
+        anchors instead."""
+        job, l_all, enc, i = frame
         if self.hints and not self.keyframes:
             jobs = [Job(job.rgb, hints=self.hints)]
         else:
             seeds = range(self.seed, self.seed + self.candidates)
             jobs = [Job(job.rgb, seed=s, anchors=self.anchors) for s in seeds]
-        scored = [(o[0], colourfulness(o[0].image)) for o in run(self.engine, jobs)]
+        outs = run_encoded(self.engine, jobs, l_all, enc, i)
+        scored = [(o[0], colourfulness(o[0].image)) for o in outs]
         return max(scored, key=lambda oc: oc[1])
 
     def _lock(self, best: tuple[Output, float], users: bool = False) -> Output:
@@ -87,18 +91,18 @@ class AnchoredColorizer:
         self._n_key = len(self._bins)
         return out
 
-    def _keyframe(self, job: Job) -> Output:
-        return self._lock(self._best(job), users=bool(self.hints) and not self.keyframes)
+    def _keyframe(self, frame: Frame) -> Output:
+        return self._lock(self._best(frame), users=bool(self.hints) and not self.keyframes)
 
-    def _rekey(self, job: Job, colour: float) -> Output | None:
+    def _rekey(self, frame: Frame, colour: float) -> Output | None:
         """A new keyframe for a hinted frame of colourfulness `colour`, or None: when it fell
         below `fade` x the keyframe's, or, every `refresh` frames, when fresh candidates are
         `rise` x more colourful."""
         if colour < self.fade * self._key_colour:
-            return self._keyframe(job)
+            return self._keyframe(frame)
         if self.refresh and self._since >= self.refresh:
             self._since = 0
-            fresh = self._best(job)
+            fresh = self._best(frame)
             if fresh[1] > self.rise * colour:
                 return self._lock(fresh)
         return None
@@ -150,7 +154,7 @@ class AnchoredColorizer:
                 m, b = self._hint_rows(grid)
                 cut = len(self._points) * 2 < self._n_key  # content moved on: decide anew
             if cut:
-                out = self._keyframe(jobs[i])
+                out = self._keyframe((jobs[i], l_all, enc, i))
                 images[i], abs_[i] = out.image, out.ab_norm
             else:
                 rows.append(i)
@@ -167,7 +171,8 @@ class AnchoredColorizer:
                 abs_[i] = ab[r] if prev is None else self._carry(ab[r], prev, *flows[i])
                 images[i] = compose(jobs[i], l_all[i], abs_[i])
                 self._since += 1
-                out = None if self._users else self._rekey(jobs[i], colourfulness(images[i]))
+                colour = colourfulness(images[i])
+                out = None if self._users else self._rekey((jobs[i], l_all, enc, i), colour)
                 if out is not None:
                     images[i], abs_[i] = out.image, out.ab_norm
                     self._gray, self._l, self._ab = to_gray(l_all[i, 0]), l_all[i, 0], abs_[i]
