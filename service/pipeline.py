@@ -170,8 +170,8 @@ def run(engine: Engine, jobs: Sequence[Job], timer: Timer | None = None) -> list
         return []
     timer = timer or Timer()
     l_norm, enc = encode_batch(engine, jobs, timer)
-    rows = [anchor_rows(enc, i, job) for i, job in enumerate(jobs)]
-    return _generate(engine, jobs, l_norm, enc, list(range(len(jobs))), rows, timer)
+    anchor_sets = [anchor_rows(enc, i, job) for i, job in enumerate(jobs)]
+    return _generate(engine, jobs, l_norm, enc, list(range(len(jobs))), anchor_sets, timer)
 
 
 def run_encoded(
@@ -191,14 +191,14 @@ def run_encoded(
         sizes = np.repeat(np.asarray(enc.spixel_sizes[image : image + 1]), n, axis=0)
         init = init_rows(jobs, enc_out.shape[-1])
         hint_mask, _ = kmeans_anchors(enc_out, sizes, init, KMEANS_ITERS, KMEANS_TOL)
-    rows = []
+    anchor_sets = []
     for j, job in enumerate(jobs):
         if job.hints:
-            rows.append(anchor_rows(enc, image, job))
+            anchor_sets.append(anchor_rows(enc, image, job))
         else:
-            rows.append((np.repeat(hint_mask[j : j + 1], job.count, axis=0),
-                         enc.sampled_bins[image, : job.count]))  # fmt: skip
-    return _generate(engine, jobs, l_norm, enc, [image] * n, rows, timer)
+            anchor_sets.append((np.repeat(hint_mask[j : j + 1], job.count, axis=0),
+                                enc.sampled_bins[image, : job.count]))  # fmt: skip
+    return _generate(engine, jobs, l_norm, enc, [image] * n, anchor_sets, timer)
 
 
 def _generate(

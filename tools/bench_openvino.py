@@ -21,7 +21,8 @@ own interpreter (`--official-python`: a venv with its requirements: torch, openc
 scikit-image, tqdm). Its figure is the median time per image (read, resize, forward, Lab -> RGB,
 PNG save), from the start of one image to the next as the script announces them, from the third
 image on: start-up, weight loading and the first two images (slower while it warms up) are
-excluded, as the warm-up call excludes them for this repository's engines.
+excluded, as the warm-up call excludes them for this repository's engines. The script writes
+its results into the checkout (`disco-serve-bench-anchor8/`).
 """
 
 from __future__ import annotations
